@@ -1,0 +1,369 @@
+"""The index run: discover -> read (worker processes) -> embed (batched) -> write -> aggregate.
+
+Workers decode files while the main process embeds the previous batch, so a compressed archive's
+decoding overlaps the model. Every group of files is written in one transaction together with its
+vectors: a run killed at any moment leaves a catalog that opens and answers, and the next run
+skips what was written and finishes the rest.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from radsearch import catalog
+from radsearch.encoders import DEFAULT_MODEL, Encoder, create_model
+from radsearch.indexer import aggregate, writer
+from radsearch.indexer.discover import FoundFile, discover
+from radsearch.indexer.report_stage import (
+    apply_csv_reports,
+    embed_report,
+    index_report_file,
+    study_key_for_image,
+)
+from radsearch.indexer.worker import ReadOutcome, ReadTask, read_one
+from radsearch.reports import CsvReports, load_reports_csv, sidecar_for_image
+from radsearch.store import Store, default_index_path
+
+DICOMDIR_REASON = "DICOMDIR: a directory of the media; the files it lists are read directly"
+
+
+@dataclass
+class IndexSummary:
+    """What one run did. ``failures`` and ``skips`` are (path, reason) pairs of this run."""
+
+    index: str
+    indexed: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    skipped: int = 0
+    removed: int = 0
+    missing: int = 0
+    images: int = 0
+    reports: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    skips: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        data = dict(self.__dict__)
+        data["failures"] = [{"path": p, "reason": r} for p, r in self.failures]
+        data["skips"] = [{"path": p, "reason": r} for p, r in self.skips]
+        return data
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+    images: int
+
+
+def default_workers() -> int:
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def index_folder(
+    root: Path,
+    *,
+    index: Path | None = None,
+    reports: Path | None = None,
+    workers: int | None = None,
+    prune: bool = False,
+    model: str = DEFAULT_MODEL,
+    batch_size: int = 32,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> IndexSummary:
+    """Index every study under ``root`` into ``index`` (created when absent); see the module doc."""
+    started = time.perf_counter()
+    index = Path(index) if index is not None else default_index_path()
+    root = Path(os.path.abspath(root))
+    csv_reports = load_reports_csv(Path(reports)) if reports is not None else None
+    encoder = create_model(model)
+    summary = IndexSummary(index=str(index))
+    with Store.open_for_writing(index, encoder.describe()) as store:
+        conn = store.conn
+        plan = _plan(conn, discover(root), root, csv_reports, summary)
+        _record_bad_files(conn, plan.bad, summary)
+        _read_embed_write(
+            store, encoder, plan, csv_reports,
+            workers=default_workers() if workers is None else workers,
+            batch_size=batch_size, summary=summary, on_progress=on_progress,
+        )
+        for found in plan.reports:
+            reason = index_report_file(conn, encoder, found)
+            if reason is None:
+                summary.reports += 1
+            else:
+                summary.failed += 1
+                summary.failures.append((found.path, reason))
+        if csv_reports is not None:
+            written, unmatched = apply_csv_reports(conn, encoder, csv_reports, store.salt)
+            summary.reports += written
+            if unmatched:
+                summary.warnings.append(
+                    f"{len(unmatched)} report row(s) of {reports} matched no indexed study, "
+                    f"e.g. {unmatched[0]}"
+                )
+        if prune:
+            with catalog.transaction(conn):
+                for path in plan.gone:
+                    writer.remove_file(conn, path)
+            summary.removed = len(plan.gone)
+        else:
+            summary.missing = len(plan.gone)
+        aggregate.update_series(conn, store.dim)
+        aggregate.update_studies(conn, store.dim)
+        store.save_collections()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+@dataclass
+class _Plan:
+    to_read: list[tuple[FoundFile, str | None]] = field(default_factory=list)
+    bad: list[FoundFile] = field(default_factory=list)
+    reports: list[FoundFile] = field(default_factory=list)
+    own_study: set[str] = field(default_factory=set)
+    gone: list[str] = field(default_factory=list)
+
+
+def _plan(
+    conn, found: list[FoundFile], root: Path, csv_reports: CsvReports | None, summary: IndexSummary
+) -> _Plan:
+    """Split discovered files into work to do and files unchanged since the last run."""
+    prefix = str(root).rstrip(os.sep) + os.sep
+    prefix_len = len(prefix)
+    known = {
+        row["path"]: row
+        for row in conn.execute(
+            "SELECT path, size, mtime_ns, sha256, status, reason FROM files "
+            "WHERE path = ? OR substr(path, 1, ?) = ?",
+            (str(root), prefix_len, prefix),
+        )
+    }
+    stored_study = dict(
+        conn.execute(
+            "SELECT DISTINCT files.path, studies.key FROM images "
+            "JOIN files ON files.id = images.file_id JOIN studies ON studies.id = images.study_id "
+            "WHERE files.kind IN ('png', 'jpeg') AND (files.path = ? OR substr(files.path, 1, ?) = ?)",
+            (str(root), prefix_len, prefix),
+        ).fetchall()
+    )
+    plan = _Plan()
+    for item in found:
+        row = known.get(item.path)
+        same_stat = row is not None and row["size"] == item.size and row["mtime_ns"] == item.mtime_ns
+        if item.kind in ("png", "jpeg"):
+            # A study of its own once it has had its own report: a later run without --reports
+            # keeps it so.
+            own = (
+                stored_study.get(item.path, "").startswith("file:")
+                or sidecar_for_image(Path(item.path)) is not None
+                or (csv_reports is not None and csv_reports.lookup_path(Path(item.path)) is not None)
+            )
+            if own:
+                plan.own_study.add(item.path)
+            expected = study_key_for_image(item.path, own)
+            if item.path in stored_study and stored_study[item.path] != expected:
+                plan.to_read.append((item, None))  # its study changed: re-file it
+                continue
+        if item.kind == "bad":
+            if row is not None and row["status"] == "failed" and row["reason"] == item.problem:
+                summary.unchanged += 1
+            else:
+                plan.bad.append(item)
+        elif same_stat:
+            summary.unchanged += 1
+        elif item.kind == "report":
+            plan.reports.append(item)
+        else:
+            previous = row["sha256"] if row is not None and row["status"] != "failed" else None
+            plan.to_read.append((item, previous))
+    seen = {item.path for item in found}
+    plan.gone = sorted(path for path in known if path not in seen)
+    return plan
+
+
+def _record_bad_files(conn, bad: list[FoundFile], summary: IndexSummary) -> None:
+    with catalog.transaction(conn):
+        for item in bad:
+            file_id = writer.put_file(conn, item, status="failed", sha256=None, reason=item.problem)
+            writer.forget_file_content(conn, file_id)
+            summary.failed += 1
+            summary.failures.append((item.path, item.problem or "unreadable"))
+
+
+def _outcomes(
+    tasks: list[ReadTask], workers: int
+) -> Iterator[ReadOutcome]:
+    """Read outcomes as workers finish them; a bounded number of files in flight at a time."""
+    if workers <= 0:
+        for task in tasks:
+            yield read_one(task)
+        return
+    context = multiprocessing.get_context("spawn")  # never fork a process that holds torch threads
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        queue = iter(tasks)
+        pending: set[Future] = set()
+        limit = workers * 4
+        while True:
+            while len(pending) < limit:
+                task = next(queue, None)
+                if task is None:
+                    break
+                pending.add(pool.submit(read_one, task))
+            if not pending:
+                return
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+
+
+class _Batcher:
+    """Collects decoded files until a batch of frames is ready, then embeds and writes them."""
+
+    def __init__(self, store: Store, encoder: Encoder, plan: _Plan, csv_reports, summary,
+                 batch_size: int):
+        self.store = store
+        self.encoder = encoder
+        self.found = {item.path: item for item, _ in plan.to_read}
+        self.own_study = plan.own_study
+        self.csv_reports = csv_reports
+        self.summary = summary
+        self.batch_size = batch_size
+        self.waiting: list[ReadOutcome] = []
+        self.frames = 0
+
+    def add(self, outcome: ReadOutcome) -> None:
+        self.waiting.append(outcome)
+        if outcome.status == "read" and outcome.result is not None:
+            self.frames += len(outcome.result.frames)
+        if self.frames >= self.batch_size or len(self.waiting) >= 4 * self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.waiting:
+            return
+        pixels = [
+            frame.pixels
+            for outcome in self.waiting
+            if outcome.status == "read" and outcome.result is not None
+            for frame in outcome.result.frames
+        ]
+        vectors = self._embed(pixels)
+        conn = self.store.conn
+        offset = 0
+        with catalog.transaction(conn):
+            for outcome in self.waiting:
+                count = len(outcome.result.frames) if outcome.status == "read" and outcome.result else 0
+                self._write(conn, outcome, vectors[offset : offset + count])
+                offset += count
+        self.waiting = []
+        self.frames = 0
+
+    def _embed(self, pixels: list[np.ndarray]) -> np.ndarray:
+        if not pixels:
+            return np.zeros((0, self.encoder.dim), dtype=np.float32)
+        chunks = [
+            self.encoder.encode_images(np.stack(pixels[start : start + self.batch_size]))
+            for start in range(0, len(pixels), self.batch_size)
+        ]
+        return np.concatenate(chunks)
+
+    def _write(self, conn, outcome: ReadOutcome, vectors: np.ndarray) -> None:
+        found = self.found[outcome.path]
+        summary = self.summary
+        if outcome.status == "unchanged":
+            writer.touch_file(conn, found)
+            summary.unchanged += 1
+            return
+        status = {"read": "indexed", "skipped": "skipped", "failed": "failed"}[outcome.status]
+        file_id = writer.put_file(conn, found, status=status, sha256=outcome.sha256,
+                                  reason=outcome.reason)
+        writer.forget_file_content(conn, file_id)
+        if outcome.status == "failed":
+            summary.failed += 1
+            summary.failures.append((found.path, outcome.reason or "unreadable"))
+            return
+        if outcome.status == "skipped":
+            summary.skipped += 1
+            summary.skips.append((found.path, outcome.reason or ""))
+            return
+        result = outcome.result
+        assert result is not None
+        metadata = dict(result.metadata)
+        study_key, series_key = self._keys(found, result, metadata)
+        study_id = writer.put_study(
+            conn, study_key, patient_hash=result.patient_hash,
+            study_date=metadata.get("study_date"), description=metadata.get("study_description"),
+        )
+        if result.report_text:
+            sentences, sentence_vectors = embed_report(self.encoder, result.report_text)
+            writer.put_report(conn, study_id=study_id, file_id=file_id, source="sr",
+                              text=result.report_text, sentences=sentences, vectors=sentence_vectors)
+            summary.reports += 1
+        if result.frames:
+            series_id = writer.put_series(conn, series_key, study_id, metadata)
+            writer.put_images(conn, file_id=file_id, study_id=study_id, series_id=series_id,
+                              result=result, metadata=metadata, vectors=vectors)
+            summary.images += len(result.frames)
+        summary.indexed += 1
+
+    def _keys(self, found: FoundFile, result, metadata: dict) -> tuple[str, str]:
+        if result.kind == "dicom":
+            study_key = result.study_uid_hash or f"file:{found.path}"
+            series_key = result.series_uid_hash or f"{study_key}/file:{found.path}"
+            return study_key, series_key
+        own = found.path in self.own_study
+        if self.csv_reports is not None:
+            row = self.csv_reports.lookup_path(Path(found.path)) or self.csv_reports.lookup_path(
+                Path(found.dir)
+            )
+            if row is not None:
+                for name, value in row.metadata.items():
+                    if value:
+                        metadata["study_description" if name == "description" else name] = value
+        key = study_key_for_image(found.path, own)
+        return key, key
+
+
+def _read_embed_write(
+    store: Store,
+    encoder: Encoder,
+    plan: _Plan,
+    csv_reports: CsvReports | None,
+    *,
+    workers: int,
+    batch_size: int,
+    summary: IndexSummary,
+    on_progress: Callable[[Progress], None] | None,
+) -> None:
+    dicomdirs = [item for item, _ in plan.to_read if item.kind == "dicomdir"]
+    if dicomdirs:
+        with catalog.transaction(store.conn):
+            for item in dicomdirs:
+                writer.put_file(store.conn, item, status="skipped", sha256=None,
+                                reason=DICOMDIR_REASON)
+                summary.skipped += 1
+                summary.skips.append((item.path, DICOMDIR_REASON))
+    tasks = [
+        ReadTask(item.path, previous, encoder.image_size, store.salt)
+        for item, previous in plan.to_read
+        if item.kind != "dicomdir"
+    ]
+    batcher = _Batcher(store, encoder, plan, csv_reports, summary, batch_size)
+    total = len(tasks)
+    for done, outcome in enumerate(_outcomes(tasks, workers), start=1):
+        batcher.add(outcome)
+        if on_progress is not None:
+            on_progress(Progress(done, total, summary.images + batcher.frames))
+    batcher.flush()

@@ -1,0 +1,36 @@
+"""radsearch: radiology embedding search and retrieval.
+
+The Python API (the CLI is a thin layer over it)::
+
+    from radsearch.indexer import index_folder
+    from radsearch import search, similar, show, stats, Filters
+
+    index_folder("studies/", index="my-index")
+    results = search("right lower lobe consolidation", index="my-index", k=5)
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "search": "radsearch.retrieval",
+    "similar": "radsearch.retrieval",
+    "SearchResults": "radsearch.retrieval",
+    "StudyHit": "radsearch.retrieval",
+    "show": "radsearch.studies",
+    "stats": "radsearch.studies",
+    "Filters": "radsearch.filters",
+    "create_model": "radsearch.encoders",
+    "list_models": "radsearch.encoders",
+    "RadsearchError": "radsearch.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    # Lazy: `import radsearch` stays cheap; torch and FAISS load only when used.
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'radsearch' has no attribute {name!r}")

@@ -1,0 +1,5 @@
+"""`python -m radsearch` runs the CLI."""
+
+from radsearch.cli import main
+
+main()

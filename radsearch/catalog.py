@@ -1,0 +1,188 @@
+"""The SQLite catalog: files, studies, series, images, reports, sentences and their vectors.
+
+The catalog is the single source of truth. Vectors are stored here as float32 blobs in the same
+transaction as the rows they belong to, so a killed run never leaves a row without its vector or the
+reverse; the FAISS files are a derived, rebuildable cache (see ``vectors.py``). Triggers delete a
+row's vector with the row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SCHEMA_VERSION = "1"
+
+COLLECTIONS = ("images", "series", "studies", "sentences")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    dir TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('indexed', 'skipped', 'failed')),
+    reason TEXT,
+    indexed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_dir ON files(dir);
+CREATE INDEX IF NOT EXISTS files_status ON files(status);
+
+CREATE TABLE IF NOT EXISTS studies (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    patient_hash TEXT,
+    study_date TEXT,
+    description TEXT,
+    dirty INTEGER NOT NULL DEFAULT 1
+);
+
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    study_id INTEGER NOT NULL REFERENCES studies(id),
+    modality TEXT,
+    body_part TEXT,
+    view TEXT,
+    description TEXT,
+    manufacturer TEXT,
+    series_number INTEGER,
+    dirty INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS series_study ON series(study_id);
+
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    file_id INTEGER NOT NULL REFERENCES files(id),
+    series_id INTEGER NOT NULL REFERENCES series(id),
+    study_id INTEGER NOT NULL REFERENCES studies(id),
+    instance_key TEXT,
+    frame INTEGER NOT NULL,
+    slice_position REAL,
+    instance_number INTEGER,
+    slice_order INTEGER,
+    modality TEXT,
+    body_part TEXT,
+    view TEXT,
+    study_date TEXT,
+    rows INTEGER,
+    columns INTEGER
+);
+CREATE INDEX IF NOT EXISTS images_file ON images(file_id);
+CREATE INDEX IF NOT EXISTS images_series ON images(series_id);
+CREATE INDEX IF NOT EXISTS images_study ON images(study_id);
+
+CREATE TABLE IF NOT EXISTS reports (
+    id INTEGER PRIMARY KEY,
+    study_id INTEGER NOT NULL REFERENCES studies(id),
+    file_id INTEGER REFERENCES files(id),
+    source TEXT NOT NULL CHECK (source IN ('sr', 'sidecar', 'csv')),
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reports_study ON reports(study_id);
+CREATE INDEX IF NOT EXISTS reports_file ON reports(file_id);
+
+CREATE TABLE IF NOT EXISTS sentences (
+    id INTEGER PRIMARY KEY,
+    report_id INTEGER NOT NULL REFERENCES reports(id),
+    study_id INTEGER NOT NULL REFERENCES studies(id),
+    section TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sentences_report ON sentences(report_id);
+
+CREATE TABLE IF NOT EXISTS vectors (
+    id INTEGER PRIMARY KEY,
+    collection TEXT NOT NULL,
+    ref_id INTEGER NOT NULL,
+    vec BLOB NOT NULL,
+    UNIQUE (collection, ref_id)
+);
+
+CREATE TRIGGER IF NOT EXISTS images_drop_vector AFTER DELETE ON images BEGIN
+    DELETE FROM vectors WHERE collection = 'images' AND ref_id = OLD.id; END;
+CREATE TRIGGER IF NOT EXISTS series_drop_vector AFTER DELETE ON series BEGIN
+    DELETE FROM vectors WHERE collection = 'series' AND ref_id = OLD.id; END;
+CREATE TRIGGER IF NOT EXISTS studies_drop_vector AFTER DELETE ON studies BEGIN
+    DELETE FROM vectors WHERE collection = 'studies' AND ref_id = OLD.id; END;
+CREATE TRIGGER IF NOT EXISTS sentences_drop_vector AFTER DELETE ON sentences BEGIN
+    DELETE FROM vectors WHERE collection = 'sentences' AND ref_id = OLD.id; END;
+CREATE TRIGGER IF NOT EXISTS reports_drop_sentences AFTER DELETE ON reports BEGIN
+    DELETE FROM sentences WHERE report_id = OLD.id; END;
+"""
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open the catalog; WAL mode lets searches read a consistent snapshot while a run writes."""
+    if readonly:
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, timeout=30.0, isolation_level=None
+        )
+    else:
+        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        with transaction(conn):
+            for statement in _SCHEMA.split(";\n"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (SCHEMA_VERSION,),
+            )
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+    """One atomic unit: everything inside commits together or not at all.
+
+    A read transaction (``write=False``) pins one consistent snapshot of the catalog in WAL mode.
+    """
+    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def get_meta(conn: sqlite3.Connection) -> dict[str, str]:
+    return {row["key"]: row["value"] for row in conn.execute("SELECT key, value FROM meta")}
+
+
+def set_meta(conn: sqlite3.Connection, values: dict[str, str]) -> None:
+    conn.executemany(
+        "INSERT INTO meta(key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        list(values.items()),
+    )
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Row counts of the catalog, as `radsearch stats` reports them."""
+
+    def one(sql: str) -> int:
+        return int(conn.execute(sql).fetchone()[0])
+
+    return {
+        "studies": one("SELECT COUNT(*) FROM studies"),
+        "series": one("SELECT COUNT(*) FROM series"),
+        "images": one("SELECT COUNT(*) FROM images"),
+        "reports": one("SELECT COUNT(*) FROM reports"),
+        "sentences": one("SELECT COUNT(*) FROM sentences"),
+        "failed": one("SELECT COUNT(*) FROM files WHERE status = 'failed'"),
+        "skipped": one("SELECT COUNT(*) FROM files WHERE status = 'skipped'"),
+        "files": one("SELECT COUNT(*) FROM files"),
+    }

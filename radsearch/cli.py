@@ -1,0 +1,275 @@
+"""The `radsearch` command: each command reads options, calls one library function and prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from radsearch.errors import RadsearchError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Index folders of radiology studies (DICOM, PNG/JPEG + reports) and search them, offline.",
+)
+out = Console()
+err = Console(stderr=True)
+
+IndexOpt = Annotated[
+    Optional[Path],
+    typer.Option("--index", help="Index directory [default: $RADSEARCH_INDEX or ~/.radsearch/index]"),
+]
+KOpt = Annotated[int, typer.Option("-k", "--k", min=1, help="Number of studies to return")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
+ModalityOpt = Annotated[Optional[str], typer.Option("--modality", help="e.g. CT, MR, CR, DX, XRAY")]
+BodyPartOpt = Annotated[Optional[str], typer.Option("--body-part", help="e.g. CHEST, HEAD")]
+ViewOpt = Annotated[Optional[str], typer.Option("--view", help="e.g. PA, AP, LATERAL, AXIAL")]
+DateFromOpt = Annotated[Optional[str], typer.Option("--date-from", help="YYYY-MM-DD")]
+DateToOpt = Annotated[Optional[str], typer.Option("--date-to", help="YYYY-MM-DD")]
+
+
+def _filters(modality, body_part, view, date_from, date_to):
+    from radsearch.filters import Filters
+
+    return Filters(modality=modality, body_part=body_part, view=view, date_from=date_from,
+                   date_to=date_to)
+
+
+def _print_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+@app.command()
+def index(
+    path: Annotated[Path, typer.Argument(help="Folder (or file) of studies to index")],
+    index: IndexOpt = None,
+    reports: Annotated[
+        Optional[Path], typer.Option("--reports", help="CSV of reports: a study key and its text")
+    ] = None,
+    workers: Annotated[
+        Optional[int], typer.Option("--workers", min=0, help="Decoding processes (0: decode inline)")
+    ] = None,
+    prune: Annotated[bool, typer.Option("--prune", help="Remove entries whose files are gone")] = False,
+    model: Annotated[Optional[str], typer.Option("--model", help="Embedding model (see `models`)")] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Index a folder: new and changed files are embedded, unchanged files skipped."""
+    from radsearch.encoders import DEFAULT_MODEL
+    from radsearch.indexer import index_folder
+
+    summary = _run_with_progress(
+        lambda on_progress: index_folder(
+            path, index=index, reports=reports, workers=workers, prune=prune,
+            model=model or DEFAULT_MODEL, on_progress=on_progress,
+        ),
+        quiet=json_output,
+    )
+    if json_output:
+        _print_json(summary.to_dict())
+        return
+    for file_path, reason in summary.failures:
+        err.print(f"[red]failed[/red]  {file_path}: {reason}", highlight=False, soft_wrap=True)
+    for file_path, reason in summary.skips:
+        err.print(f"[yellow]skipped[/yellow] {file_path}: {reason}", highlight=False, soft_wrap=True)
+    for warning in summary.warnings:
+        err.print(f"[yellow]warning[/yellow] {warning}", highlight=False, soft_wrap=True)
+    gone = (f", removed {summary.removed}" if summary.removed else "") + (
+        f", missing {summary.missing} (use --prune)" if summary.missing else ""
+    )
+    out.print(
+        f"indexed {summary.indexed}, unchanged {summary.unchanged}, failed {summary.failed}, "
+        f"skipped {summary.skipped}{gone} - {summary.images} images, {summary.reports} reports "
+        f"in {summary.seconds:.1f} s -> {summary.index}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _run_with_progress(job, *, quiet: bool):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class FilesPerSecond(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:.1f} files/s" if task.speed else "- files/s")
+
+    if quiet or not err.is_terminal:
+        return job(None)
+    with Progress(
+        TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), FilesPerSecond(),
+        TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=True,
+    ) as progress:
+        task = progress.add_task("indexing", total=None)
+
+        def update(event) -> None:
+            progress.update(task, completed=event.done, total=event.total)
+
+        return job(update)
+
+
+@app.command()
+def search(
+    text: Annotated[str, typer.Argument(help="What to look for, e.g. 'left pleural effusion'")],
+    index: IndexOpt = None,
+    k: KOpt = 10,
+    target: Annotated[
+        str, typer.Option("--in", help="images: text-to-image; reports: report sentences")
+    ] = "images",
+    modality: ModalityOpt = None,
+    body_part: BodyPartOpt = None,
+    view: ViewOpt = None,
+    date_from: DateFromOpt = None,
+    date_to: DateToOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Text search: the studies whose images (or report sentences) best match TEXT."""
+    from radsearch.retrieval import search as run_search
+
+    results = run_search(text, index=index, k=k, target=target,
+                         filters=_filters(modality, body_part, view, date_from, date_to))
+    _print_results(results, json_output)
+
+
+@app.command()
+def similar(
+    query: Annotated[str, typer.Argument(help="An image file (DICOM/PNG/JPEG) or an indexed UID")],
+    index: IndexOpt = None,
+    k: KOpt = 10,
+    modality: ModalityOpt = None,
+    body_part: BodyPartOpt = None,
+    view: ViewOpt = None,
+    date_from: DateFromOpt = None,
+    date_to: DateToOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Similar cases: the studies whose images are closest to a file or an indexed study."""
+    from radsearch.retrieval import similar as run_similar
+
+    results = run_similar(query, index=index, k=k,
+                          filters=_filters(modality, body_part, view, date_from, date_to))
+    _print_results(results, json_output)
+
+
+def _print_results(results, json_output: bool) -> None:
+    if json_output:
+        _print_json(results.to_dict())
+        return
+    if not results.hits:
+        out.print("no matching studies")
+        return
+    table = Table(show_lines=True)
+    for column in ("#", "score", "study", "date", "modality", "matches"):
+        table.add_column(column, overflow="fold")
+    for rank, hit in enumerate(results.hits, start=1):
+        lines = [f"{s.section}: {s.text}" for s in hit.sentences]
+        lines += [image.path + (f"#{image.frame}" if image.frame else "") for image in hit.images]
+        table.add_row(
+            str(rank), f"{hit.score:.3f}", hit.study, hit.study_date or "",
+            ", ".join(hit.modalities + hit.body_parts), "\n".join(lines),
+        )
+    out.print(table)
+
+
+@app.command()
+def show(
+    ref: Annotated[str, typer.Argument(help="Study key, Study/Series/SOP Instance UID, or a file")],
+    index: IndexOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Show one study: its series, images and reports."""
+    from radsearch.studies import show as run_show
+
+    detail = run_show(ref, index=index)
+    if json_output:
+        _print_json(detail.to_dict())
+        return
+    out.print(f"study {detail.study}  date {detail.study_date or '-'}  {detail.description or ''}",
+              highlight=False)
+    for series in detail.series:
+        out.print(
+            f"  series {series.series}  {series.modality or '-'} {series.body_part or ''} "
+            f"{series.view or ''} {series.description or ''}  ({len(series.images)} images)",
+            highlight=False,
+        )
+        for image in series.images[:10]:
+            out.print(f"    {image}", highlight=False)
+        if len(series.images) > 10:
+            out.print(f"    ... {len(series.images) - 10} more", highlight=False)
+    for report in detail.reports:
+        out.print(f"  report ({report.source}):", highlight=False)
+        out.print("    " + report.text.replace("\n", "\n    "), highlight=False)
+
+
+@app.command()
+def stats(index: IndexOpt = None, json_output: JsonOpt = False) -> None:
+    """Counts of what the index holds, and its model."""
+    from radsearch.studies import stats as run_stats
+
+    data = run_stats(index=index)
+    if json_output:
+        _print_json(data)
+        return
+    for key in ("studies", "series", "images", "reports", "sentences", "failed", "skipped"):
+        out.print(f"{key:10} {data[key]}", highlight=False)
+    out.print(f"model      {data['model']['name']} ({data['model']['dim']}-d)", highlight=False)
+    out.print(f"index      {data['index']}", highlight=False)
+
+
+@app.command()
+def models(json_output: JsonOpt = False) -> None:
+    """The embedding models radsearch can use."""
+    from radsearch.encoders import list_models
+
+    infos = list_models()
+    if json_output:
+        _print_json([info.__dict__ for info in infos])
+        return
+    for info in infos:
+        mark = " (default)" if info.default else ""
+        out.print(f"{info.name}{mark}  {info.dim}-d  {info.description}", highlight=False)
+
+
+@app.command()
+def demo(
+    index: IndexOpt = None,
+    query: Annotated[str, typer.Option("--query", help="Text to search for")] = "pleural effusion",
+) -> None:
+    """Index the sample studies that ship with radsearch and search them."""
+    from radsearch.indexer import index_folder
+    from radsearch.samples import sample_studies_path
+    from radsearch.retrieval import search as run_search
+
+    folder = sample_studies_path()
+    out.print(f"indexing the sample studies in {folder}", highlight=False)
+    summary = _run_with_progress(
+        lambda on_progress: index_folder(folder, index=index, on_progress=on_progress), quiet=False
+    )
+    out.print(f"indexed {summary.indexed}, unchanged {summary.unchanged}, failed {summary.failed} "
+              f"-> {summary.index}", highlight=False)
+    out.print(f'\nreport search: "{query}"', highlight=False)
+    _print_results(run_search(query, index=Path(summary.index), k=3,
+                              target="reports"), False)
+    out.print(f'\nimage search: "{query}"', highlight=False)
+    _print_results(run_search(query, index=Path(summary.index), k=3), False)
+
+
+def main() -> None:
+    try:
+        app()
+    except RadsearchError as error:
+        err.print(f"error: {error}", highlight=False, markup=False, soft_wrap=True)
+        raise SystemExit(1) from None

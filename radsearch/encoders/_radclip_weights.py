@@ -1,0 +1,114 @@
+"""radclip-mini's own weights: the two projections into the shared space, and optional tower deltas.
+
+Until a trained file ships, the projections are untrained but deterministic: orthogonal matrices
+from a fixed ``torch.Generator`` seed. When ``radsearch/model_weights/radclip-mini.safetensors``
+exists, it is used instead. Its format (read with ``safetensors.torch.load_file`` only, never pickle):
+
+- ``image_projection.weight`` float (512, 1280) and ``text_projection.weight`` float (512, 384),
+  both required, applied as ``features @ weight.T`` (``torch.nn.Linear(..., bias=False)`` layout);
+- optionally ``image_tower.<name>`` / ``text_tower.<name>``: replacements for the pretrained tensor
+  ``<name>`` of the timm EfficientNet state dict / the SentenceTransformer state dict (same shape).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+WEIGHTS_FILE = Path(__file__).resolve().parents[1] / "model_weights" / "radclip-mini.safetensors"
+IMAGE_PROJECTION = "image_projection.weight"
+TEXT_PROJECTION = "text_projection.weight"
+PROJECTION_SHAPES = {IMAGE_PROJECTION: (512, 1280), TEXT_PROJECTION: (512, 384)}
+IMAGE_TOWER_PREFIX = "image_tower."
+TEXT_TOWER_PREFIX = "text_tower."
+
+_SEED = 20240917
+# The orthogonal init goes through LAPACK's QR, whose last bits may differ between BLAS builds and
+# CPUs; snapping to a 2**-16 grid (far above that noise, far below anything that matters for
+# cosines: ~1e-5) makes the bytes, and so the weights hash, the same on every machine.
+_GRID = 2.0**16
+
+
+@dataclass(frozen=True)
+class RadClipWeights:
+    projections: dict[str, np.ndarray]  # float32, keyed by IMAGE_PROJECTION / TEXT_PROJECTION
+    image_tower: dict[str, torch.Tensor]
+    text_tower: dict[str, torch.Tensor]
+    source: str  # the file they came from, or "initial"
+
+
+def initial_projections() -> dict[str, np.ndarray]:
+    """The untrained projections: seeded orthogonal init, identical on every machine and run."""
+    import torch
+
+    generator = torch.Generator().manual_seed(_SEED)
+    projections = {}
+    for name, shape in PROJECTION_SHAPES.items():
+        weight = torch.nn.init.orthogonal_(torch.empty(shape, dtype=torch.float64), generator=generator)
+        projections[name] = (np.round(weight.numpy() * _GRID) / _GRID).astype(np.float32)
+    return projections
+
+
+def load_weights(path: Path | None = None) -> RadClipWeights:
+    """Weights from ``path``; by default the shipped file when present, else the initial ones."""
+    if path is None:
+        if not WEIGHTS_FILE.exists():
+            return RadClipWeights(initial_projections(), {}, {}, "initial")
+        path = WEIGHTS_FILE
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    projections = {}
+    for name, shape in PROJECTION_SHAPES.items():
+        tensor = tensors.pop(name, None)
+        if tensor is None or tuple(tensor.shape) != shape:
+            found = None if tensor is None else tuple(tensor.shape)
+            raise ValueError(f"{path}: {name} must have shape {shape}, found {found}")
+        projections[name] = tensor.float().numpy()
+    towers: dict[str, dict[str, torch.Tensor]] = {IMAGE_TOWER_PREFIX: {}, TEXT_TOWER_PREFIX: {}}
+    for name, tensor in tensors.items():
+        prefix = next((p for p in towers if name.startswith(p)), None)
+        if prefix is None:
+            raise ValueError(f"{path}: unexpected tensor {name!r}")
+        towers[prefix][name.removeprefix(prefix)] = tensor
+    return RadClipWeights(
+        projections, towers[IMAGE_TOWER_PREFIX], towers[TEXT_TOWER_PREFIX], str(path)
+    )
+
+
+def apply_overrides(module: torch.nn.Module, overrides: dict[str, torch.Tensor], tower: str) -> None:
+    """Replace named tensors of ``module``'s state dict, refusing unknown names or shapes."""
+    if not overrides:
+        return
+    state = module.state_dict()
+    for name, tensor in overrides.items():
+        if name not in state or state[name].shape != tensor.shape:
+            raise ValueError(f"{tower} has no tensor {name!r} of shape {tuple(tensor.shape)}")
+    module.load_state_dict({**state, **overrides})
+
+
+@lru_cache(maxsize=None)
+def file_sha256(path: str) -> str:
+    """sha256 of a weight file, computed once per process (the files are read-only packages)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tensor_bytes(tensor: torch.Tensor | np.ndarray) -> bytes:
+    """Raw little-endian bytes of a tensor or array, for hashing."""
+    if isinstance(tensor, np.ndarray):
+        return np.ascontiguousarray(tensor).tobytes()
+    import torch
+
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()

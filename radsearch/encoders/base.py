@@ -1,0 +1,74 @@
+"""The encoder interface every embedding model implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+
+RESIZE_POLICY = "longest side, centred zero padding"
+
+
+class Encoder(ABC):
+    """Maps grayscale images and texts into one L2-normalised embedding space.
+
+    Images arrive as uint8 ``(N, S, S)`` with ``S == image_size``, already resized (longest side)
+    and zero-padded to a centred square by the reader; the encoder only normalises and runs.
+    """
+
+    name: str
+    dim: int
+    image_size: int
+    # Model-side input normalisation, applied to ``pixels / 255`` per channel.
+    channels: int = 3
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @abstractmethod
+    def encode_images(self, images: np.ndarray) -> np.ndarray:
+        """uint8 ``(N, S, S)`` -> float32 ``(N, dim)`` with unit-norm rows."""
+
+    @abstractmethod
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """``N`` texts -> float32 ``(N, dim)`` with unit-norm rows."""
+
+    @abstractmethod
+    def weights_hash(self) -> str:
+        """sha256 hex over every weight that affects the outputs."""
+
+    def preprocessing(self) -> dict:
+        """JSON-able description of the expected input, recorded in every index."""
+        return {
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "mean": None if self.mean is None else list(self.mean),
+            "std": None if self.std is None else list(self.std),
+            "resize": RESIZE_POLICY,
+            "dtype": "uint8",
+        }
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "dim": self.dim,
+            "weights_hash": self.weights_hash(),
+            "preprocessing": self.preprocessing(),
+        }
+
+    def _check_images(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        expected = (self.image_size, self.image_size)
+        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != expected:
+            raise ValueError(
+                f"{self.name} expects uint8 images of shape (N, {self.image_size}, "
+                f"{self.image_size}); got {images.dtype} {images.shape}"
+            )
+        return images
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length as float32 (all-zero rows stay zero)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, np.float32(1e-12))

@@ -1,0 +1,141 @@
+"""``radclip-mini``: a CLIP-style pair of real pretrained towers projected into one 512-d space.
+
+Image tower: ImageNet EfficientNet-Lite0 (1280-d pooled features, see ``_efficientnet``). Text tower:
+all-MiniLM-L6-v2 (384-d). Both load offline from pip packages, lazily, on first use: indexing
+images never loads the text tower, a text search never loads the image tower. torch, timm and
+sentence-transformers are imported only here, inside methods, so ``import radsearch.encoders``
+stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from radsearch.encoders import _efficientnet, _minilm
+from radsearch.encoders._radclip_weights import (
+    IMAGE_PROJECTION,
+    TEXT_PROJECTION,
+    file_sha256,
+    load_weights,
+    tensor_bytes,
+)
+from radsearch.encoders._registry import register_model
+from radsearch.encoders.base import Encoder, l2_normalise
+
+if TYPE_CHECKING:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+_DIM = 512
+_TEXT_BATCH = 64
+
+
+class RadClipMini(Encoder):
+    name = "radclip-mini"
+    dim = _DIM
+    image_size = _efficientnet.IMAGE_SIZE
+    channels = 3  # grayscale replicated
+    mean = _efficientnet.MEAN
+    std = _efficientnet.STD
+
+    def __init__(
+        self, device: str = "cpu", *, weights_file: Path | None = None, batch_size: int = 32
+    ) -> None:
+        self.device = device
+        self.batch_size = batch_size
+        self._weights = load_weights(weights_file)
+        self._lock = threading.Lock()
+        self._image_tower: torch.nn.Module | None = None
+        self._text_tower: SentenceTransformer | None = None
+        self._hash: str | None = None
+
+    @property
+    def image_tower(self) -> torch.nn.Module:
+        with self._lock:
+            if self._image_tower is None:
+                self._image_tower = _efficientnet.build_image_tower(self._weights.image_tower, self.device)
+            return self._image_tower
+
+    @property
+    def text_tower(self) -> SentenceTransformer:
+        with self._lock:
+            if self._text_tower is None:
+                self._text_tower = _minilm.build_text_tower(self._weights.text_tower, self.device)
+            return self._text_tower
+
+    def image_features(self, images: np.ndarray) -> np.ndarray:
+        """The image tower's pooled features, float32 ``(N, 1280)``, before projection."""
+        import torch
+
+        images = self._check_images(images)
+        tower = self.image_tower
+        mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1) * 255
+        std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1) * 255
+        batches = []
+        with torch.inference_mode():
+            for start in range(0, len(images), self.batch_size):
+                pixels = torch.tensor(images[start : start + self.batch_size], device=self.device)
+                rgb = pixels.unsqueeze(1).expand(-1, 3, -1, -1).float()
+                x = ((rgb - mean) / std).contiguous(memory_format=torch.channels_last)
+                batches.append(tower(x).float().cpu().numpy())
+        if not batches:
+            return np.zeros((0, _efficientnet.FEATURE_DIM), dtype=np.float32)
+        return np.concatenate(batches)
+
+    def text_features(self, texts: Sequence[str]) -> np.ndarray:
+        """The text tower's unit-norm sentence embeddings, float32 ``(N, 384)``, before projection."""
+        if len(texts) == 0:
+            return np.zeros((0, _minilm.FEATURE_DIM), dtype=np.float32)
+        embeddings = self.text_tower.encode(
+            list(texts),
+            batch_size=_TEXT_BATCH,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(embeddings, dtype=np.float32)
+
+    def encode_images(self, images: np.ndarray) -> np.ndarray:
+        return l2_normalise(self.image_features(images) @ self._weights.projections[IMAGE_PROJECTION].T)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return l2_normalise(self.text_features(texts) @ self._weights.projections[TEXT_PROJECTION].T)
+
+    def weights_hash(self) -> str:
+        if self._hash is None:
+            digest = hashlib.sha256(f"radclip-mini/v1 image={_efficientnet.ARCH}\n".encode())
+            digest.update(f"image_tower_file {file_sha256(str(_efficientnet.weights_path()))}\n".encode())
+            for path in _minilm.model_files():
+                digest.update(f"text_tower_file {path.name} {file_sha256(str(path))}\n".encode())
+            tensors = {
+                **self._weights.projections,
+                **{f"image_tower.{k}": v for k, v in self._weights.image_tower.items()},
+                **{f"text_tower.{k}": v for k, v in self._weights.text_tower.items()},
+            }
+            for name in sorted(tensors):
+                tensor = tensors[name]
+                digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+                digest.update(tensor_bytes(tensor))
+            self._hash = digest.hexdigest()
+        return self._hash
+
+    def preprocessing(self) -> dict:
+        return {**super().preprocessing(), "grayscale": "replicated to 3 channels"}
+
+
+@register_model(
+    "radclip-mini",
+    dim=_DIM,
+    description=(
+        "EfficientNet-Lite0 (ImageNet) + all-MiniLM-L6-v2 towers projected to 512-d; "
+        "offline, CPU-friendly (built-in default)"
+    ),
+)
+def _create(device: str) -> Encoder:
+    return RadClipMini(device)

@@ -1,0 +1,13 @@
+"""Errors that reach the user as one clear line."""
+
+
+class RadsearchError(Exception):
+    """A failure the user can act on; ``str(error)`` is the whole message, one line."""
+
+
+class ModelMismatchError(RadsearchError):
+    """An index holds embeddings of another model than the one asked for."""
+
+
+class IndexNotFoundError(RadsearchError):
+    """No index exists at the given location."""

@@ -1,0 +1,24 @@
+"""Study-file reading: DICOM, PNG and JPEG files to model-ready images and safe metadata.
+
+Runs inside indexer worker processes, so nothing here imports torch.
+"""
+
+from radsearch.reading.detect import detect_kind
+from radsearch.reading.phi import salted_hash
+from radsearch.reading.pixels import render_dicom_frames
+from radsearch.reading.prepare import prepare_for_model
+from radsearch.reading.read import read_file
+from radsearch.reading.types import FileKind, ImageFrame, ReadError, ReadResult, SkipFile
+
+__all__ = [
+    "FileKind",
+    "ImageFrame",
+    "ReadError",
+    "ReadResult",
+    "SkipFile",
+    "detect_kind",
+    "prepare_for_model",
+    "read_file",
+    "render_dicom_frames",
+    "salted_hash",
+]

@@ -1,0 +1,135 @@
+"""Cheap file-type detection from the first bytes of a file."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+from radsearch.reading.types import FileKind, ReadError
+
+HEAD_BYTES = 512
+_MEDIA_STORAGE_DIRECTORY = b"1.2.840.10008.1.3.10"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOI = b"\xff\xd8\xff"
+# Explicit-VR codes; the second set uses 2 reserved bytes and a 4-byte length.
+_VRS = {
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT",
+    b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST",
+    b"SV", b"TM", b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT", b"UV",
+}
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"UV"}
+# Some writers leave stray bytes before a meta-less data set (pydicom's no_meta.dcm has one).
+_MAX_STRAY_BYTES = 3
+_MAX_IMPLICIT_FIRST_LENGTH = 1024
+
+
+def read_head(path: Path, n: int = HEAD_BYTES) -> bytes:
+    """The first ``n`` bytes; OS errors become a one-line ReadError."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except PermissionError:
+        raise ReadError("unreadable: permission denied") from None
+    except FileNotFoundError:
+        raise ReadError("file not found") from None
+    except IsADirectoryError:
+        raise ReadError("is a directory, not a file") from None
+    except OSError as e:
+        raise ReadError(f"unreadable: {e.strerror or type(e).__name__}") from None
+
+
+def detect_kind(path: Path) -> FileKind | None:
+    """The kind of file by its content (never its extension), or None if it is none we read.
+
+    Raises ReadError when the file exists but cannot be read (permission denied ...), so an
+    unreadable study is reported rather than silently ignored.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return None
+    head = read_head(path)
+    if head.startswith(_PNG_SIGNATURE):
+        return "png"
+    if head.startswith(_JPEG_SOI):
+        return "jpeg"
+    if head[128:132] == b"DICM":
+        if path.name.upper() == "DICOMDIR" or _is_media_directory(head):
+            return "dicomdir"
+        return "dicom"
+    if dataset_offset(head) is not None:
+        return "dicomdir" if path.name.upper() == "DICOMDIR" else "dicom"
+    return None
+
+
+def _is_media_directory(head: bytes) -> bool:
+    """Whether the file meta's Media Storage SOP Class (0002,0002) is a DICOMDIR."""
+    pos = 132
+    while pos + 8 <= len(head):
+        group, elem = struct.unpack_from("<HH", head, pos)
+        if group != 0x0002:
+            return False
+        vr = head[pos + 4 : pos + 6]
+        if vr in _LONG_VRS:
+            (length,) = struct.unpack_from("<I", head, pos + 8)
+            start = pos + 12
+        else:
+            (length,) = struct.unpack_from("<H", head, pos + 6)
+            start = pos + 8
+        if elem == 0x0002:
+            return head[start : start + length].rstrip(b"\x00 ") == _MEDIA_STORAGE_DIRECTORY
+        pos = start + length
+    return False
+
+
+def dataset_offset(head: bytes) -> int | None:
+    """Where a DICOM data set without preamble starts in ``head``, or None if none does.
+
+    A data set is recognised when it opens with a group 0x0002 or 0x0008 element (little or big
+    endian, explicit or implicit VR) followed by a second element with a larger tag.
+    """
+    for offset in range(min(_MAX_STRAY_BYTES, max(len(head) - 8, 0)) + 1):
+        for big_endian in (False, True):
+            if _plausible_start(head, offset, big_endian):
+                return offset
+    return None
+
+
+def _plausible_start(head: bytes, offset: int, big_endian: bool) -> bool:
+    first = _element(head, offset, big_endian)
+    if first is None:
+        return False
+    tag, end = first
+    if tag >> 16 not in ((0x0008,) if big_endian else (0x0002, 0x0008)):
+        return False
+    if end + 8 > len(head):  # the second element lies beyond what we read: accept
+        return True
+    second = _element(head, end, big_endian)
+    return second is not None and second[0] > tag
+
+
+def _element(head: bytes, pos: int, big_endian: bool) -> tuple[int, int] | None:
+    """(tag, end position) of a plausible element header at ``pos``, else None."""
+    if pos + 8 > len(head):
+        return None
+    order = ">" if big_endian else "<"
+    group, elem = struct.unpack_from(order + "HH", head, pos)
+    vr = head[pos + 4 : pos + 6]
+    if vr in _VRS:
+        if vr in _LONG_VRS:
+            if head[pos + 6 : pos + 8] != b"\x00\x00" or pos + 12 > len(head):
+                return None
+            (length,) = struct.unpack_from(order + "I", head, pos + 8)
+            start = pos + 12
+        else:
+            (length,) = struct.unpack_from(order + "H", head, pos + 6)
+            start = pos + 8
+    elif not big_endian:  # implicit VR is always little endian
+        (length,) = struct.unpack_from("<I", head, pos + 4)
+        if length > _MAX_IMPLICIT_FIRST_LENGTH:
+            return None
+        start = pos + 8
+    else:
+        return None
+    if length == 0xFFFFFFFF:  # undefined-length sequence: no end to check against
+        return None
+    return (group << 16) | elem, start + length

@@ -1,0 +1,43 @@
+"""Entry point: one study file in, model-ready frames and safe metadata out."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from radsearch.reading.detect import detect_kind
+from radsearch.reading.dicom import read_dicom
+from radsearch.reading.raster import read_raster
+from radsearch.reading.types import ReadError, ReadResult, SkipFile
+
+
+def read_file(
+    path: Path,
+    *,
+    image_size: int = 224,
+    salt: str,
+    max_frames: int = 512,
+    max_pixels: int = 2**28,
+) -> ReadResult:
+    """Read a DICOM, PNG or JPEG file (detected by content).
+
+    Raises ReadError (bad input, one-line reason) or SkipFile (valid, but nothing to embed:
+    DICOMDIR, RT structure set, segmentation, presentation state, ...).
+    """
+    if image_size < 1 or max_frames < 1 or max_pixels < 1:
+        raise ValueError("image_size, max_frames and max_pixels must be positive")
+    path = Path(path)
+    kind = detect_kind(path)
+    if kind is None:
+        if path.is_dir():
+            raise ReadError("is a directory, not a file")
+        if os.stat(path).st_size == 0:
+            raise ReadError("empty file (0 bytes)")
+        raise ReadError("not a DICOM, PNG or JPEG file")
+    if kind == "dicomdir":
+        raise SkipFile("not an image: DICOMDIR (media storage directory)")
+    if kind == "dicom":
+        return read_dicom(
+            path, image_size=image_size, salt=salt, max_frames=max_frames, max_pixels=max_pixels
+        )
+    return read_raster(path, kind, image_size=image_size, max_pixels=max_pixels)

@@ -1,0 +1,76 @@
+"""Result and error types of the study-file reader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+FileKind = Literal["dicom", "dicomdir", "png", "jpeg"]
+
+# Every ReadResult.metadata carries exactly these keys (value or None).
+METADATA_KEYS: tuple[str, ...] = (
+    "modality",
+    "body_part",
+    "view",
+    "study_date",
+    "study_description",
+    "series_description",
+    "manufacturer",
+    "rows",
+    "columns",
+    "n_frames",
+    "transfer_syntax",
+    "photometric",
+    "sop_class",
+    "series_number",
+)
+
+
+class ReadError(Exception):
+    """Bad input. ``str(error)`` is one line giving the reason; the caller adds the path."""
+
+
+class SkipFile(Exception):
+    """A valid file that holds no image we embed (RT structure set, DICOMDIR, ...)."""
+
+
+@dataclass
+class ImageFrame:
+    frame_index: int
+    pixels: np.ndarray  # uint8, (image_size, image_size), model-ready
+    slice_position: float | None
+    instance_number: int | None
+
+    def __repr__(self) -> str:  # keep reprs short: no pixel dump
+        return (
+            f"ImageFrame(frame_index={self.frame_index}, pixels=<{self.pixels.dtype} "
+            f"{self.pixels.shape}>, slice_position={self.slice_position}, "
+            f"instance_number={self.instance_number})"
+        )
+
+
+@dataclass
+class ReadResult:
+    path: str
+    kind: FileKind
+    study_uid_hash: str | None
+    series_uid_hash: str | None
+    instance_uid_hash: str | None
+    patient_hash: str | None
+    metadata: dict
+    frames: list[ImageFrame] = field(default_factory=list)
+    report_text: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def empty_metadata() -> dict:
+    return dict.fromkeys(METADATA_KEYS)
+
+
+def short_reason(error: BaseException, limit: int = 200) -> str:
+    """A library exception's message on one line (its type when empty), at most ``limit`` chars."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    text = text or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

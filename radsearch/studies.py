@@ -1,0 +1,117 @@
+"""Read what an index holds: one study in full (`show`) and the index's counts (`stats`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from radsearch import catalog
+from radsearch.errors import RadsearchError
+from radsearch.retrieval import resolve_study_id
+from radsearch.store import Store, default_index_path
+
+
+@dataclass
+class SeriesDetail:
+    series: str
+    modality: str | None
+    body_part: str | None
+    view: str | None
+    description: str | None
+    manufacturer: str | None
+    images: list[str]  # file paths (with #frame for multi-frame files), in slice order
+
+
+@dataclass
+class ReportDetail:
+    source: str
+    text: str
+    sentences: list[dict]
+
+
+@dataclass
+class StudyDetail:
+    study: str
+    study_date: str | None
+    description: str | None
+    series: list[SeriesDetail] = field(default_factory=list)
+    reports: list[ReportDetail] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def show(ref: str, *, index: Path | None = None) -> StudyDetail:
+    """A study from its key, any of its UIDs, or one of its files."""
+    with Store.open_for_reading(Path(index) if index else default_index_path()) as store:
+        with store.snapshot() as conn:
+            study_id = resolve_study_id(store, conn, ref)
+            if study_id is None:
+                raise RadsearchError(f"{ref}: no indexed study, series, image or file with that id")
+            study = conn.execute(
+                "SELECT key, study_date, description FROM studies WHERE id = ?", (study_id,)
+            ).fetchone()
+            detail = StudyDetail(study["key"], study["study_date"], study["description"])
+            for series in conn.execute(
+                "SELECT * FROM series WHERE study_id = ? ORDER BY series_number, id", (study_id,)
+            ).fetchall():
+                images = conn.execute(
+                    "SELECT files.path, images.frame, "
+                    "(SELECT COUNT(*) FROM images AS other WHERE other.file_id = images.file_id) "
+                    "AS frames FROM images JOIN files ON files.id = images.file_id "
+                    "WHERE images.series_id = ? ORDER BY images.slice_order, images.id",
+                    (series["id"],),
+                ).fetchall()
+                detail.series.append(
+                    SeriesDetail(
+                        series=series["key"],
+                        modality=series["modality"],
+                        body_part=series["body_part"],
+                        view=series["view"],
+                        description=series["description"],
+                        manufacturer=series["manufacturer"],
+                        images=[
+                            row["path"] if row["frames"] == 1 else f"{row['path']}#{row['frame']}"
+                            for row in images
+                        ],
+                    )
+                )
+            for report in conn.execute(
+                "SELECT id, source, text FROM reports WHERE study_id = ? ORDER BY id", (study_id,)
+            ).fetchall():
+                sentences = [
+                    {"section": row["section"], "text": row["text"]}
+                    for row in conn.execute(
+                        "SELECT section, text FROM sentences WHERE report_id = ? ORDER BY idx",
+                        (report["id"],),
+                    )
+                ]
+                detail.reports.append(ReportDetail(report["source"], report["text"], sentences))
+    return detail
+
+
+def stats(*, index: Path | None = None) -> dict:
+    """Counts (studies, series, images, reports, sentences, failed, ...) and the model record."""
+    path = Path(index) if index else default_index_path()
+    with Store.open_for_reading(path) as store:
+        with store.snapshot() as conn:
+            counts = catalog.counts(conn)
+            meta = catalog.get_meta(conn)
+            failures = [
+                {"path": row["path"], "reason": row["reason"]}
+                for row in conn.execute(
+                    "SELECT path, reason FROM files WHERE status = 'failed' ORDER BY path"
+                )
+            ]
+    return {
+        **counts,
+        "index": str(path),
+        "model": {
+            "name": meta.get("model.name"),
+            "weights_hash": meta.get("model.weights_hash"),
+            "dim": int(meta["model.dim"]) if "model.dim" in meta else None,
+            "preprocessing": json.loads(meta.get("model.preprocessing", "{}")),
+        },
+        "failures": failures,
+    }
