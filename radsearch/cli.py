@@ -176,12 +176,31 @@ def _print_results(results, json_output: bool) -> None:
         table.add_column(column, overflow="fold")
     for rank, hit in enumerate(results.hits, start=1):
         lines = [f"{s.section}: {s.text}" for s in hit.sentences]
-        lines += [image.path + (f"#{image.frame}" if image.frame else "") for image in hit.images]
+        lines += [_short_path(image.path) + (f"#{image.frame}" if image.frame else "")
+                  for image in hit.images]
         table.add_row(
-            str(rank), f"{hit.score:.3f}", hit.study, hit.study_date or "",
+            str(rank), f"{hit.score:.3f}", _study_label(hit.study), hit.study_date or "",
             ", ".join(hit.modalities + hit.body_parts), "\n".join(lines),
         )
     out.print(table)
+    out.print("(`radsearch show STUDY|FILE` for a study; --json for full keys and paths)",
+              style="dim", highlight=False)
+
+
+def _short_path(path: str) -> str:
+    """A path relative to the working directory when it lies below it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def _study_label(key: str) -> str:
+    """Folder and file studies by their path; DICOM studies by a prefix `show` accepts."""
+    kind, _, rest = key.partition(":")
+    if kind in ("file", "dir") and rest:
+        return _short_path(rest)
+    return key[:12]
 
 
 @app.command()

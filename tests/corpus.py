@@ -13,7 +13,7 @@ MEDPIX_IMAGES = 6
 SERIES = "dicom_series/dicom2nifti/generic/compressed_rle/001"
 
 
-def build_corpus(root: Path, shared_data: Path) -> dict:
+def build_corpus(root: Path, shared_data: Path, medpix_images: int = MEDPIX_IMAGES) -> dict:
     """Write a mixed corpus under ``root``; returns what a test needs to know about it."""
     dicom = root / "dicom"
     dicom.mkdir(parents=True)
@@ -36,7 +36,7 @@ def build_corpus(root: Path, shared_data: Path) -> dict:
     with open(shared_data / "medpix2" / "manifest.csv", newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row["weak_caption"] == "False"]
     # Distinct cases, so that each caption names one study.
-    chosen = list({row["case_id"]: row for row in rows}.values())[:MEDPIX_IMAGES]
+    chosen = list({row["case_id"]: row for row in rows}.values())[:medpix_images]
     for row in chosen:
         shutil.copy(shared_data / "medpix2" / row["image_path"], medpix / row["image_path"])
     reports_csv = root / "medpix_reports.csv"

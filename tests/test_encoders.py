@@ -5,15 +5,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from radsearch.encoders import DEFAULT_MODEL, Encoder, create_model, list_models, register_model
 from radsearch.encoders import _registry
@@ -26,13 +23,16 @@ from radsearch.encoders.hashing_tiny import HashingTiny
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+# Recorded once: the untrained projections and hashing-tiny must give these bytes on every machine.
+PROJECTION_SHA256 = {
+    IMAGE_PROJECTION: "4a72bf80e6a78c7ad7c482ac80cd1f5a425ca56d1e05656703cf9b9695be90d3",
+    TEXT_PROJECTION: "b8b13e912353b394a2d94fa0c0c2298559d9d664c526802f391facca35432126",
+}
+TINY_WEIGHTS_HASH = "8bc35883018c461d9516195c2b43b26d341641a3b810bbdb2e928dba69c56ec4"
+
 
 def _unit_rows(vectors: np.ndarray) -> bool:
     return bool(np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5))
-
-
-def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def radclip_weights_path() -> Path:
@@ -97,7 +97,10 @@ def test_importing_the_package_loads_no_deep_learning_stack() -> None:
         "import sys, radsearch.encoders as e; e.list_models(); "
         "print(sorted(m for m in ('torch', 'timm', 'sentence_transformers') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo
+    )
     assert out.stdout.strip() == "[]"
 
 
@@ -265,14 +268,6 @@ def test_radclip_is_deterministic_across_separately_built_instances(radclip) -> 
     texts = ["consolidation in the right lower lobe", "no acute intracranial abnormality"]
     np.testing.assert_allclose(other.encode_images(images), radclip.encode_images(images), atol=1e-6)
     np.testing.assert_allclose(other.encode_texts(texts), radclip.encode_texts(texts), atol=1e-6)
-
-
-# Recorded once: the untrained projections and hashing-tiny must give these bytes on every machine.
-PROJECTION_SHA256 = {
-    IMAGE_PROJECTION: "4a72bf80e6a78c7ad7c482ac80cd1f5a425ca56d1e05656703cf9b9695be90d3",
-    TEXT_PROJECTION: "b8b13e912353b394a2d94fa0c0c2298559d9d664c526802f391facca35432126",
-}
-TINY_WEIGHTS_HASH = "8bc35883018c461d9516195c2b43b26d341641a3b810bbdb2e928dba69c56ec4"
 
 
 def test_initial_projections_are_fixed_and_orthogonal() -> None:

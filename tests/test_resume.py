@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -42,22 +43,34 @@ def _comparable_results(index: Path) -> list:
     ]
 
 
+def _files_written(index: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{index / 'catalog.sqlite'}?mode=ro", uri=True) as conn:
+            return conn.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
 def _kill_and_resume(root: Path, index: Path, reports: Path, kills: int, seed: int) -> int:
-    """Kill the run `kills` times at random moments, checking the index answers after each."""
+    """Kill the run `kills` times while it writes, checking the index answers after each kill."""
     rng = random.Random(seed)
     killed = 0
     for _ in range(kills):
+        start = _files_written(index)
         process = subprocess.Popen(
             _index_command(root, index, reports), stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True,
         )
-        time.sleep(rng.uniform(0.5, 4.0))
+        # Wait until this run has written something, then kill it a random moment later:
+        # mid-batch, mid-aggregation or mid-save.
+        while process.poll() is None and _files_written(index) == start:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.4))
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)  # the run and its decoding workers
             killed += 1
         process.wait()
-        if (index / "catalog.sqlite").exists():
-            stats(index=index)  # opens and answers after the kill
+        stats(index=index)  # opens and answers after the kill
     finished = subprocess.run(_index_command(root, index, reports), capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     return killed
@@ -65,13 +78,14 @@ def _kill_and_resume(root: Path, index: Path, reports: Path, kills: int, seed: i
 
 def _check_resume(tmp_path: Path, shared_data: Path, kills: int, seed: int) -> None:
     root = tmp_path / "studies"
-    info = build_corpus(root, shared_data)
+    info = build_corpus(root, shared_data, medpix_images=40 * kills)
     reference = tmp_path / "reference"
     index_folder(root, index=reference, reports=info["reports_csv"], model=TINY, workers=0)
 
     resumed = tmp_path / "resumed"
     killed = _kill_and_resume(root, resumed, info["reports_csv"], kills, seed)
     print(f"kills landed mid-run: {killed}/{kills}")
+    assert killed >= kills // 2, "the runs finished before they could be killed"
     assert _comparable_stats(resumed) == _comparable_stats(reference)
     assert _comparable_results(resumed) == _comparable_results(reference)
 

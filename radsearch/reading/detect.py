@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from radsearch.reading.types import FileKind, ReadError
+from radsearch.reading.types import FileKind
 
 HEAD_BYTES = 512
 _MEDIA_STORAGE_DIRECTORY = b"1.2.840.10008.1.3.10"
@@ -24,25 +24,15 @@ _MAX_IMPLICIT_FIRST_LENGTH = 1024
 
 
 def read_head(path: Path, n: int = HEAD_BYTES) -> bytes:
-    """The first ``n`` bytes; OS errors become a one-line ReadError."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(n)
-    except PermissionError:
-        raise ReadError("unreadable: permission denied") from None
-    except FileNotFoundError:
-        raise ReadError("file not found") from None
-    except IsADirectoryError:
-        raise ReadError("is a directory, not a file") from None
-    except OSError as e:
-        raise ReadError(f"unreadable: {e.strerror or type(e).__name__}") from None
+    with open(path, "rb") as f:
+        return f.read(n)
 
 
 def detect_kind(path: Path) -> FileKind | None:
     """The kind of file by its content (never its extension), or None if it is none we read.
 
-    Raises ReadError when the file exists but cannot be read (permission denied ...), so an
-    unreadable study is reported rather than silently ignored.
+    Raises OSError when the file cannot be read (permission denied ...), so that an unreadable
+    study is reported rather than silently ignored.
     """
     path = Path(path)
     if path.is_dir():

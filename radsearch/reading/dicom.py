@@ -34,12 +34,20 @@ from radsearch.reading.pixels import render_dicom_frames
 from radsearch.reading.prepare import prepare_for_model
 from radsearch.reading.sopclass import PIXEL_KEYWORDS, classify
 from radsearch.reading.sr import report_text
-from radsearch.reading.types import ImageFrame, ReadError, ReadResult, SkipFile, short_reason
+from radsearch.reading.types import (
+    ImageFrame,
+    ReadError,
+    ReadResult,
+    SkipFile,
+    os_reason,
+    short_reason,
+)
 from radsearch.reading.values import as_int, as_text
 
 # Larger values (pixel data, mostly) stay on disk until the size checks have passed.
 _DEFER_SIZE = 4 * 1024 * 1024
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+_ALL_PLUGINS_FAILED = "Unable to decode as exceptions were raised by all available plugins: "
 
 
 def read_dicom(
@@ -101,7 +109,8 @@ def _read(
         raise
     except Exception as e:
         ts = ds.file_meta.TransferSyntaxUID
-        raise ReadError(f"cannot decode pixel data ({ts.name}): {short_reason(e)}") from e
+        reason = short_reason(e).removeprefix(_ALL_PLUGINS_FAILED)
+        raise ReadError(f"cannot decode pixel data ({ts.name}): {reason}") from e
     if len(images) < len(indices):
         raise ReadError(f"pixel data holds {len(images)} of {len(indices)} declared frames")
     positions = slice_positions(ds, indices)
@@ -117,8 +126,8 @@ def _read(
 
 def _parse(path: Path) -> tuple[Dataset, int]:
     """The data set and the byte size of its source, with a transfer syntax always set."""
-    head = read_head(path)
     try:
+        head = read_head(path)
         if head[128:132] == b"DICM":
             ds = dcmread(path, defer_size=_DEFER_SIZE)
             size = os.stat(path).st_size
@@ -133,8 +142,8 @@ def _parse(path: Path) -> tuple[Dataset, int]:
         raise ReadError(f"not a valid DICOM file: {short_reason(e)}") from None
     except (EOFError, struct.error):
         raise ReadError("truncated DICOM file") from None
-    except PermissionError:
-        raise ReadError("unreadable: permission denied") from None
+    except OSError as e:
+        raise ReadError(os_reason(e)) from None
     except (ReadError, MemoryError):
         raise
     except Exception as e:

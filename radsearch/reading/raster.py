@@ -16,6 +16,7 @@ from radsearch.reading.types import (
     ReadError,
     ReadResult,
     empty_metadata,
+    os_reason,
     short_reason,
 )
 
@@ -37,6 +38,8 @@ def read_raster(
         except UnidentifiedImageError:
             raise ReadError(f"not a valid {label} image (unrecognised or truncated)") from None
         except OSError as e:
+            if e.errno is not None:
+                raise ReadError(os_reason(e)) from None
             if "truncated" in str(e).lower():
                 raise ReadError(f"truncated {label} image") from None
             raise ReadError(f"cannot decode {label} image: {short_reason(e)}") from e

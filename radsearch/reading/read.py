@@ -8,7 +8,7 @@ from pathlib import Path
 from radsearch.reading.detect import detect_kind
 from radsearch.reading.dicom import read_dicom
 from radsearch.reading.raster import read_raster
-from radsearch.reading.types import ReadError, ReadResult, SkipFile
+from radsearch.reading.types import ReadError, ReadResult, SkipFile, os_reason
 
 
 def read_file(
@@ -27,13 +27,16 @@ def read_file(
     if image_size < 1 or max_frames < 1 or max_pixels < 1:
         raise ValueError("image_size, max_frames and max_pixels must be positive")
     path = Path(path)
-    kind = detect_kind(path)
-    if kind is None:
-        if path.is_dir():
-            raise ReadError("is a directory, not a file")
-        if os.stat(path).st_size == 0:
-            raise ReadError("empty file (0 bytes)")
-        raise ReadError("not a DICOM, PNG or JPEG file")
+    try:
+        kind = detect_kind(path)
+        if kind is None:
+            if path.is_dir():
+                raise ReadError("is a directory, not a file")
+            if os.stat(path).st_size == 0:
+                raise ReadError("empty file (0 bytes)")
+            raise ReadError("not a DICOM, PNG or JPEG file")
+    except OSError as e:
+        raise ReadError(os_reason(e)) from None
     if kind == "dicomdir":
         raise SkipFile("not an image: DICOMDIR (media storage directory)")
     if kind == "dicom":

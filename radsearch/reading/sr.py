@@ -15,36 +15,37 @@ def report_text(ds: Dataset) -> str:
     """CONTAINER concept names become headings ("FINDINGS:"); TEXT, CODE and NUM items become
     lines. Person names, dates, UIDs, coordinates and references are left out."""
     lines: list[str] = []
-    _walk(ds, lines, depth=0)
-    return "\n".join(lines).strip()
+    n_content = _walk(ds, lines, depth=0)
+    return "\n".join(lines).strip() if n_content else ""  # headings alone are no report
 
 
-def _walk(item: Dataset, lines: list[str], depth: int) -> None:
-    if depth > _MAX_DEPTH:
-        return
-    if as_text(item.get("RelationshipType")) in _SKIPPED_RELATIONSHIPS:
-        return
+def _walk(item: Dataset, lines: list[str], depth: int) -> int:
+    """Append the item's lines and its children's; return how many content (non-heading) lines."""
+    if depth > _MAX_DEPTH or as_text(item.get("RelationshipType")) in _SKIPPED_RELATIONSHIPS:
+        return 0
     value_type = as_text(item.get("ValueType"))
     concept = _code_meaning(item.get("ConceptNameCodeSequence"))
+    line = None
     if value_type == "CONTAINER":
         if concept:
-            if lines:
-                lines.append("")
-            lines.append(f"{concept.upper()}:")
+            lines.extend(["", f"{concept.upper()}:"] if lines else [f"{concept.upper()}:"])
     elif value_type == "TEXT":
-        text = _clean(item.get("TextValue"))
-        if text:
-            lines.append(text)
+        line = _clean(item.get("TextValue"))
     elif value_type == "CODE":
-        meaning = _code_meaning(item.get("ConceptCodeSequence"))
-        if meaning:
-            lines.append(f"{concept}: {meaning}" if concept else meaning)
+        line = _labelled(concept, _code_meaning(item.get("ConceptCodeSequence")))
     elif value_type == "NUM":
-        measured = _numeric(item.get("MeasuredValueSequence"))
-        if measured:
-            lines.append(f"{concept}: {measured}" if concept else measured)
-    for child in item.get("ContentSequence") or ():
-        _walk(child, lines, depth + 1)
+        line = _labelled(concept, _numeric(item.get("MeasuredValueSequence")))
+    if line:
+        lines.append(line)
+    return bool(line) + sum(
+        _walk(child, lines, depth + 1) for child in item.get("ContentSequence") or ()
+    )
+
+
+def _labelled(concept: str | None, value: str | None) -> str | None:
+    if not value:
+        return None
+    return f"{concept}: {value}" if concept else value
 
 
 def _code_meaning(seq: object) -> str | None:
@@ -62,10 +63,8 @@ def _numeric(seq: object) -> str | None:
         return None
     unit = None
     units = measured.get("MeasurementUnitsCodeSequence")
-    if units:
-        code = units[0]
-        ucum = as_text(code.get("CodingSchemeDesignator")) == "UCUM"
-        unit = as_text(code.get("CodeValue") if ucum else code.get("CodeMeaning"))
+    if units:  # the code value is the unit's symbol ("mm"); the meaning spells it out
+        unit = as_text(units[0].get("CodeValue")) or as_text(units[0].get("CodeMeaning"))
     return f"{number} {unit}" if unit and unit != "1" else number
 
 

@@ -74,3 +74,14 @@ def short_reason(error: BaseException, limit: int = 200) -> str:
     text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
     text = text or type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def os_reason(error: OSError) -> str:
+    """One line for a file that cannot be opened or read."""
+    if isinstance(error, PermissionError):
+        return "unreadable: permission denied"
+    if isinstance(error, FileNotFoundError):
+        return "file not found"
+    if isinstance(error, IsADirectoryError):
+        return "is a directory, not a file"
+    return f"unreadable: {error.strerror or type(error).__name__}"
