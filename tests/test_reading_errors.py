@@ -116,7 +116,8 @@ def test_zero_rows(tmp_path: Path) -> None:
 
 
 def test_undecodable_pixel_data_is_one_line() -> None:
-    message = _error(pydicom_file("JPEG-lossy.dcm"))  # corrupt upstream; no installed decoder reads it
+    # Corrupt upstream: none of the installed decoders reads it.
+    message = _error(pydicom_file("JPEG-lossy.dcm"))
     assert message.startswith("cannot decode pixel data (JPEG Extended")
 
 

@@ -55,8 +55,10 @@ def read_dicom(
 ) -> ReadResult:
     with _quiet_pydicom():
         try:
-            return _read(path, image_size=image_size, salt=salt, max_frames=max_frames,
-                         max_pixels=max_pixels)
+            return _read(
+                path, image_size=image_size, salt=salt, max_frames=max_frames,
+                max_pixels=max_pixels,
+            )
         except (ReadError, SkipFile):
             raise
         except MemoryError:
@@ -120,8 +122,9 @@ def _read(
         for index, image, position in zip(indices, images, positions)
     ]
     metadata = dicom_metadata(ds, with_image=True)
-    return ReadResult(str(path), "dicom", **hashes, metadata=metadata, frames=frames,
-                      warnings=warnings_)
+    return ReadResult(
+        str(path), "dicom", **hashes, metadata=metadata, frames=frames, warnings=warnings_
+    )
 
 
 def _parse(path: Path) -> tuple[Dataset, int]:
@@ -153,7 +156,7 @@ def _parse(path: Path) -> tuple[Dataset, int]:
 
 
 def _ensure_transfer_syntax(ds: Dataset) -> None:
-    """Files without file meta (or without its Transfer Syntax UID) get the encoding pydicom found."""
+    """Without file meta or its Transfer Syntax UID, use the encoding pydicom found."""
     meta = getattr(ds, "file_meta", None)
     if meta is None:
         meta = ds.file_meta = FileMetaDataset()
@@ -163,7 +166,8 @@ def _ensure_transfer_syntax(ds: Dataset) -> None:
     if implicit:
         meta.TransferSyntaxUID = ImplicitVRLittleEndian
     else:
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian if little is not False else ExplicitVRBigEndian
+        big = little is False
+        meta.TransferSyntaxUID = ExplicitVRBigEndian if big else ExplicitVRLittleEndian
 
 
 def _check_complete(ds: Dataset, size: int) -> None:
@@ -187,7 +191,7 @@ def _check_complete(ds: Dataset, size: int) -> None:
 
 
 def _check_pixel_data(ds: Dataset, max_pixels: int) -> int:
-    """Refuse, before any decoding, what cannot or should not be decoded. Returns the frame count."""
+    """Refuse, before decoding, what cannot or should not be decoded. Returns the frame count."""
     ts: UID = ds.file_meta.TransferSyntaxUID
     try:
         decoder = get_decoder(ts)
@@ -230,4 +234,6 @@ def _check_native_length(ds: Dataset, n_pixels: int, samples: int) -> None:
     else:
         found = len(element.value or b"")
     if found < expected:
-        raise ReadError(f"pixel data shorter than declared: expected {expected} bytes, found {found}")
+        raise ReadError(
+            f"pixel data shorter than declared: expected {expected} bytes, found {found}"
+        )

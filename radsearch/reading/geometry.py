@@ -43,7 +43,7 @@ def _normal(orientation: object) -> np.ndarray | None:
 
 def _orientation(ds: Dataset, frame: int) -> object:
     item = functional_group(ds, frame, "PlaneOrientationSequence")
-    return item.get("ImageOrientationPatient") if item is not None else ds.get("ImageOrientationPatient")
+    return (item if item is not None else ds).get("ImageOrientationPatient")
 
 
 def slice_positions(ds: Dataset, frames: Sequence[int]) -> list[float | None]:

@@ -20,8 +20,9 @@ def render_dicom_frames(ds: Dataset, frames: Sequence[int] | None = None) -> lis
     """Decode ``frames`` (default: all) and render each to a float32 [0, 1] grayscale image.
 
     Grayscale: modality LUT (rescale or LUT sequence, per frame for enhanced objects), then the
-    VOI LUT sequence, else the first window, else a 0.5-99.5 % percentile window over non-padding
-    pixels; MONOCHROME1 inverted; pixel padding black. Colour (RGB, YBR_*, PALETTE COLOR): luminance.
+    VOI LUT sequence, else the first window, else a 0.5-99.5 % percentile window over
+    non-padding pixels; MONOCHROME1 inverted; pixel padding black. Colour (RGB, YBR_*,
+    PALETTE COLOR): luminance.
     """
     decoder = get_decoder(ds.file_meta.TransferSyntaxUID)
     n_frames = as_int(ds.get("NumberOfFrames")) or 1

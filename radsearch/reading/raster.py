@@ -33,6 +33,10 @@ def read_raster(
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             gray = _decode(path, label, image_size=image_size, max_pixels=max_pixels)
+        except ReadError:
+            raise
+        except MemoryError:
+            raise ReadError("out of memory while reading the image") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ReadError("image too large: over PIL's decompression-bomb limit") from None
         except UnidentifiedImageError:
@@ -43,7 +47,7 @@ def read_raster(
             if "truncated" in str(e).lower():
                 raise ReadError(f"truncated {label} image") from None
             raise ReadError(f"cannot decode {label} image: {short_reason(e)}") from e
-        except (SyntaxError, ValueError, EOFError) as e:
+        except Exception as e:  # anything else from PIL or its plugins: one line
             raise ReadError(f"cannot decode {label} image: {short_reason(e)}") from e
     metadata = empty_metadata()
     metadata.update(rows=gray.shape[0], columns=gray.shape[1], n_frames=1)

@@ -72,4 +72,5 @@ def _clean(value: object) -> str | None:
     text = as_text(value)
     if text is None:
         return None
-    return "\n".join(line.strip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")).strip()
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "\n".join(line.strip() for line in lines).strip()

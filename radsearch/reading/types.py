@@ -40,8 +40,8 @@ class SkipFile(Exception):
 class ImageFrame:
     frame_index: int
     pixels: np.ndarray  # uint8, (image_size, image_size), model-ready
-    slice_position: float | None
-    instance_number: int | None
+    slice_position: float | None  # dot(IPP, row x column direction), mm
+    instance_number: int | None  # the file's InstanceNumber (shared by all its frames)
 
     def __repr__(self) -> str:  # keep reprs short: no pixel dump
         return (
