@@ -25,7 +25,7 @@ from radsearch.indexer.discover import FoundFile, discover
 from radsearch.indexer.report_stage import (
     apply_csv_reports,
     embed_report,
-    index_report_file,
+    index_report_files,
     study_key_for_image,
 )
 from radsearch.indexer.worker import ReadOutcome, ReadTask, read_one
@@ -98,13 +98,12 @@ def index_folder(
             workers=default_workers() if workers is None else workers,
             batch_size=batch_size, summary=summary, on_progress=on_progress,
         )
-        for found in plan.reports:
-            reason = index_report_file(conn, encoder, found)
+        for path, reason in index_report_files(conn, encoder, plan.reports):
             if reason is None:
                 summary.reports += 1
             else:
                 summary.failed += 1
-                summary.failures.append((found.path, reason))
+                summary.failures.append((path, reason))
         if csv_reports is not None:
             written, unmatched = apply_csv_reports(conn, encoder, csv_reports, store.salt)
             summary.reports += written
