@@ -74,10 +74,11 @@ def index(
     if json_output:
         _print_json(summary.to_dict())
         return
-    for file_path, reason in summary.failures:
-        err.print(f"[red]failed[/red]  {file_path}: {reason}", highlight=False, soft_wrap=True)
-    for file_path, reason in summary.skips:
-        err.print(f"[yellow]skipped[/yellow] {file_path}: {reason}", highlight=False, soft_wrap=True)
+    for label, entries in (("[red]failed[/red] ", summary.failures),
+                           ("[yellow]skipped[/yellow]", summary.skips)):
+        for file_path, reason in entries:
+            err.print(f"{label} {_one_line(file_path)}: {_one_line(reason)}", highlight=False,
+                      soft_wrap=True)
     for warning in summary.warnings:
         err.print(f"[yellow]warning[/yellow] {warning}", highlight=False, soft_wrap=True)
     gone = (f", removed {summary.removed}" if summary.removed else "") + (
@@ -90,6 +91,13 @@ def index(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _one_line(text: str) -> str:
+    """Escape control characters (a newline in a file name must not break the one-line report)."""
+    from rich.markup import escape
+
+    return escape("".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text))
 
 
 def _run_with_progress(job, *, quiet: bool):

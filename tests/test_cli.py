@@ -79,3 +79,17 @@ def test_errors_are_one_line_with_exit_code_1(tmp_path):
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
     assert "Traceback" not in result.stderr
+
+
+def test_a_failure_is_one_line_even_for_a_file_name_with_a_newline(tmp_path):
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    (folder / "bad\nname.dcm").write_bytes(b"\x00" * 10)
+    result = subprocess.run(
+        [sys.executable, "-m", "radsearch", "index", str(folder), "--index", str(tmp_path / "i"),
+         "--model", "hashing-tiny", "--workers", "0"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0
+    lines = [line for line in result.stderr.splitlines() if "failed" in line]
+    assert lines == [f"failed  {folder}/bad\\nname.dcm: not a DICOM, PNG or JPEG file"]

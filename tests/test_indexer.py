@@ -163,3 +163,32 @@ def test_an_index_refuses_embeddings_of_another_model(corpus, tmp_path):
 def test_missing_index_is_one_clear_error(tmp_path):
     with pytest.raises(RadsearchError, match="no radsearch index"):
         stats(index=tmp_path / "nothing")
+
+
+def test_dicomdir_symlink_loops_and_odd_names(tmp_path, shared_data):
+    from pydicom.data import get_testdata_file
+
+    root = tmp_path / "odd"
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(get_testdata_file("DICOMDIR"), root / "DICOMDIR")
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)
+    odd_names = ["spaced name é.dcm", "line\nbreak.dcm", "-dash.dcm"]
+    for name in odd_names:
+        shutil.copy(get_testdata_file("CT_small.dcm"), root / "sub" / name)
+    (root / "sub" / "bad\tname.dcm").write_bytes(b"not dicom at all")
+
+    summary = index_folder(root, index=tmp_path / "index", model=TINY, workers=0)
+    assert [Path(p).name for p, _ in summary.skips] == ["DICOMDIR"]
+    assert "DICOMDIR" in summary.skips[0][1]
+    assert summary.indexed == len(odd_names)  # each file once, although the loop reaches it again
+    assert [Path(p).name for p, _ in summary.failures] == ["bad\tname.dcm"]
+
+
+def test_a_single_file_can_be_indexed(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    image = tmp_path / "one.dcm"
+    shutil.copy(get_testdata_file("MR_small.dcm"), image)
+    summary = index_folder(image, index=tmp_path / "index", model=TINY, workers=0)
+    assert summary.indexed == 1 and summary.images == 1
+    assert show(str(image), index=tmp_path / "index").series[0].modality == "MR"

@@ -7,10 +7,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from radsearch.encoders.base import Encoder
+from radsearch.errors import RadsearchError
 
 DEFAULT_MODEL = "radclip-mini"
 
 Factory = Callable[[str], Encoder]
+
+
+class UnknownModelError(RadsearchError, ValueError):
+    """No model of that name (a ValueError too, for callers that catch that)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ def create_model(name: str = DEFAULT_MODEL, *, device: str = "cpu") -> Encoder:
     """The encoder ``name`` on ``device``; built once per process and reused."""
     entry = _ENTRIES.get(name)
     if entry is None:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(_ENTRIES))}")
+        raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(sorted(_ENTRIES))}")
     key = (name, device)
     # One lock for all builds: two threads asking at once must not load a model twice.
     with _LOCK:
