@@ -1,0 +1,1 @@
+"""Training and evaluation of encoders. Imported as radsearch.training."""
