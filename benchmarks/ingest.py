@@ -26,14 +26,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from radsearch.encoders import DEFAULT_MODEL, create_model  # noqa: E402
 from radsearch.indexer import default_workers, index_folder  # noqa: E402
 from radsearch.indexer.discover import discover  # noqa: E402
-from radsearch.reading import read_file  # noqa: E402
+from radsearch.reading import ReadError, SkipFile, read_file  # noqa: E402
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "medpix2"
 
 
-def _corpus(source: Path, limit: int, workdir: Path) -> tuple[Path, list[Path]]:
-    """The first `limit` readable image files of `source`, linked into one folder."""
-    files = [Path(f.path) for f in discover(source) if f.is_image][:limit]
+def _readable(path: Path, image_size: int) -> bool:
+    try:
+        return bool(read_file(path, image_size=image_size, salt="bench").frames)
+    except (ReadError, SkipFile):
+        return False
+
+
+def _corpus(source: Path, limit: int, workdir: Path, image_size: int) -> tuple[Path, list[Path]]:
+    """The first `limit` image files of `source` that decode, linked into one folder."""
+    candidates = (Path(f.path) for f in discover(source) if f.is_image)
+    files = [path for path in candidates if _readable(path, image_size)][:limit]
     folder = workdir / "corpus"
     folder.mkdir()
     for number, path in enumerate(files):
@@ -76,7 +84,7 @@ def main() -> None:
 
     encoder = create_model(args.model)
     with tempfile.TemporaryDirectory() as tmp:
-        folder, files = _corpus(args.corpus, args.limit, Path(tmp))
+        folder, files = _corpus(args.corpus, args.limit, Path(tmp), encoder.image_size)
         n_forward, t_forward = forward_only(encoder, files, args.batch_size)
         n_naive, t_naive = naive(encoder, files)
         summary = index_folder(folder, index=Path(tmp) / "index", model=args.model,
