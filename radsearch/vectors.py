@@ -12,8 +12,16 @@ import os
 import sqlite3
 from pathlib import Path
 
-import faiss
 import numpy as np
+
+from radsearch.errors import RadsearchError
+
+try:
+    import faiss
+except ImportError:  # faiss comes from an extra: faiss-cpu or faiss-gpu, never both
+    raise RadsearchError(
+        "FAISS is not installed: pip install 'radsearch[cpu]' (or 'radsearch[gpu]' on a CUDA machine)"
+    ) from None
 
 _FETCH_CHUNK = 50_000
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
 import time
@@ -39,7 +40,9 @@ def test_searches_during_an_index_run(tmp_path, shared_data):
     subprocess.run([sys.executable, "-m", "radsearch", "index", str(root / "dicom"), "--index",
                     str(index), "--model", "hashing-tiny", "--workers", "0"], check=True,
                    capture_output=True)
-    with ProcessPoolExecutor(max_workers=2) as readers:
+    # spawn: a forked child of a process that already ran FAISS (OpenMP) can deadlock.
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=2, mp_context=spawn) as readers:
         futures = [readers.submit(_query_until, str(index), str(stop)) for _ in range(2)]
         run = subprocess.run(
             [sys.executable, "-m", "radsearch", "index", str(root), "--index", str(index),

@@ -192,3 +192,19 @@ def test_a_single_file_can_be_indexed(tmp_path):
     summary = index_folder(image, index=tmp_path / "index", model=TINY, workers=0)
     assert summary.indexed == 1 and summary.images == 1
     assert show(str(image), index=tmp_path / "index").series[0].modality == "MR"
+
+
+def test_similar_accepts_a_real_study_uid(corpus, tmp_path):
+    import pydicom
+
+    root, info = corpus
+    index = tmp_path / "index"
+    _index(root, index, info)
+    series_file = sorted((root / "series").iterdir())[0]
+    uid = pydicom.dcmread(series_file, stop_before_pixels=True).StudyInstanceUID
+    own = show(uid, index=index)
+    assert str(series_file) in own.series[0].images
+    results = similar(uid, index=index, k=3)
+    assert len(results.hits) == 3
+    assert own.study not in [hit.study for hit in results.hits]
+    assert results.hits[0].score >= results.hits[-1].score
