@@ -1,25 +1,30 @@
 """Series and study vectors, recomputed for whatever a run changed (the ``dirty`` rows).
 
-A series vector pools its slices' embeddings (mean of unit vectors, renormalised), a study vector
-pools its series. Dirty flags are set in the same transaction as the change, so a run killed before
-this step leaves them set and the next run finishes the work.
+A series (volume) vector pools its slices' embeddings with the encoder's ``pool_slices`` (slices in
+slice order with their positions; the plain renormalised mean unless the model has trained slice
+pooling), a study vector is the renormalised mean of its series. Dirty flags are set in the same
+transaction as the change, so a run killed before this step leaves them set and the next run
+finishes the work.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 import numpy as np
 
 from radsearch import catalog
+from radsearch.encoders.slice_pooling import mean_pool
 from radsearch.indexer.writer import put_vector
 from radsearch.vectors import read_vectors
 
+# ``Encoder.pool_slices``: slice vectors (n, dim) in slice order, positions (n,) or None -> (dim,).
+SlicePool = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 
-def _pool(vectors: np.ndarray) -> np.ndarray:
-    mean = vectors.mean(axis=0)
-    norm = float(np.linalg.norm(mean))
-    return mean / norm if norm > 0 else vectors[0]
+
+def _mean_pool(vectors: np.ndarray, positions: np.ndarray | None) -> np.ndarray:
+    return mean_pool(vectors)
 
 
 def _slice_sort_key(row: sqlite3.Row) -> tuple:
@@ -36,8 +41,10 @@ def _slice_sort_key(row: sqlite3.Row) -> tuple:
     )
 
 
-def update_series(conn: sqlite3.Connection, dim: int) -> int:
-    """Order the slices of each dirty series and pool its vector; returns the series updated."""
+def update_series(conn: sqlite3.Connection, dim: int, pool: SlicePool | None = None) -> int:
+    """Order the slices of each dirty series and pool its vector with ``pool`` (the encoder's
+    ``pool_slices``; by default the mean); returns the number of series updated."""
+    pool = pool or _mean_pool
     dirty = [row[0] for row in conn.execute("SELECT id FROM series WHERE dirty = 1")]
     for series_id in dirty:
         with catalog.transaction(conn):
@@ -57,7 +64,12 @@ def update_series(conn: sqlite3.Connection, dim: int) -> int:
                 [(order, row["id"]) for order, row in enumerate(ordered)],
             )
             vectors = read_vectors(conn, "images", [row["id"] for row in ordered], dim)
-            put_vector(conn, "series", series_id, _pool(vectors))
+            positions = [row["slice_position"] for row in ordered]
+            known = None if None in positions else np.asarray(positions, dtype=np.float64)
+            volume = np.asarray(pool(vectors, known), dtype=np.float32)
+            if volume.shape != (dim,):
+                raise ValueError(f"slice pooling returned shape {volume.shape}, expected ({dim},)")
+            put_vector(conn, "series", series_id, volume)
             conn.execute("UPDATE series SET dirty = 0 WHERE id = ?", (series_id,))
             conn.execute(
                 "UPDATE studies SET dirty = 1 WHERE id = (SELECT study_id FROM series WHERE id = ?)",
@@ -84,7 +96,8 @@ def update_studies(conn: sqlite3.Connection, dim: int) -> int:
                 conn.execute("DELETE FROM studies WHERE id = ?", (study_id,))
                 continue
             if series_ids:
-                put_vector(conn, "studies", study_id, _pool(read_vectors(conn, "series", series_ids, dim)))
+                series_vectors = read_vectors(conn, "series", series_ids, dim)
+                put_vector(conn, "studies", study_id, mean_pool(series_vectors))
             else:
                 conn.execute(
                     "DELETE FROM vectors WHERE collection = 'studies' AND ref_id = ?", (study_id,)

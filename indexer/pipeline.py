@@ -119,7 +119,7 @@ def index_folder(
             summary.removed = len(plan.gone)
         else:
             summary.missing = len(plan.gone)
-        aggregate.update_series(conn, store.dim)
+        aggregate.update_series(conn, store.dim, encoder.pool_slices)
         aggregate.update_studies(conn, store.dim)
         store.save_collections()
     summary.seconds = time.perf_counter() - started

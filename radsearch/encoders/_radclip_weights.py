@@ -7,18 +7,24 @@ exists, it is used instead. Its format (read with ``safetensors.torch.load_file`
 - ``image_projection.weight`` float (512, 1280) and ``text_projection.weight`` float (512, 384),
   both required, applied as ``features @ weight.T`` (``torch.nn.Linear(..., bias=False)`` layout);
 - optionally ``image_tower.<name>`` / ``text_tower.<name>``: replacements for the pretrained tensor
-  ``<name>`` of the timm EfficientNet state dict / the SentenceTransformer state dict (same shape).
+  ``<name>`` of the timm EfficientNet state dict / the SentenceTransformer state dict (same shape);
+- optionally ``slice_pooling.<name>``: the state dict of a trained ``SlicePooling`` (see
+  ``slice_pooling.py``); without it, series are pooled by the plain mean;
+- optionally ``logit_scale``: a scalar, the log of the learned inverse temperature (cosine * exp of
+  it = the logits the model was trained with); it does not change any embedding.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from radsearch.encoders.slice_pooling import PREFIX as SLICE_POOLING_PREFIX
 
 if TYPE_CHECKING:
     import torch
@@ -29,6 +35,7 @@ TEXT_PROJECTION = "text_projection.weight"
 PROJECTION_SHAPES = {IMAGE_PROJECTION: (512, 1280), TEXT_PROJECTION: (512, 384)}
 IMAGE_TOWER_PREFIX = "image_tower."
 TEXT_TOWER_PREFIX = "text_tower."
+LOGIT_SCALE = "logit_scale"
 
 _SEED = 20240917
 # The orthogonal init goes through LAPACK's QR, whose last bits may differ between BLAS builds and
@@ -43,6 +50,8 @@ class RadClipWeights:
     image_tower: dict[str, torch.Tensor]
     text_tower: dict[str, torch.Tensor]
     source: str  # the file they came from, or "initial"
+    slice_pooling: dict[str, torch.Tensor] = field(default_factory=dict)  # empty: mean pooling
+    logit_scale: float | None = None  # log inverse temperature, when the file has one
 
 
 def initial_projections() -> dict[str, np.ndarray]:
@@ -73,14 +82,21 @@ def load_weights(path: Path | None = None) -> RadClipWeights:
             found = None if tensor is None else tuple(tensor.shape)
             raise ValueError(f"{path}: {name} must have shape {shape}, found {found}")
         projections[name] = tensor.float().numpy()
-    towers: dict[str, dict[str, torch.Tensor]] = {IMAGE_TOWER_PREFIX: {}, TEXT_TOWER_PREFIX: {}}
+    logit_scale = tensors.pop(LOGIT_SCALE, None)
+    if logit_scale is not None and logit_scale.numel() != 1:
+        raise ValueError(f"{path}: {LOGIT_SCALE} must be a scalar, found shape {tuple(logit_scale.shape)}")
+    towers: dict[str, dict[str, torch.Tensor]] = {
+        IMAGE_TOWER_PREFIX: {}, TEXT_TOWER_PREFIX: {}, SLICE_POOLING_PREFIX: {}
+    }
     for name, tensor in tensors.items():
         prefix = next((p for p in towers if name.startswith(p)), None)
         if prefix is None:
             raise ValueError(f"{path}: unexpected tensor {name!r}")
         towers[prefix][name.removeprefix(prefix)] = tensor
     return RadClipWeights(
-        projections, towers[IMAGE_TOWER_PREFIX], towers[TEXT_TOWER_PREFIX], str(path)
+        projections, towers[IMAGE_TOWER_PREFIX], towers[TEXT_TOWER_PREFIX], str(path),
+        slice_pooling=towers[SLICE_POOLING_PREFIX],
+        logit_scale=None if logit_scale is None else float(logit_scale),
     )
 
 

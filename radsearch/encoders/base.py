@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from radsearch.encoders.slice_pooling import mean_pool
+
 RESIZE_POLICY = "longest side, centred zero padding"
 
 
@@ -36,6 +38,15 @@ class Encoder(ABC):
     @abstractmethod
     def weights_hash(self) -> str:
         """sha256 hex over every weight that affects the outputs."""
+
+    def pool_slices(self, vectors: np.ndarray, positions: np.ndarray | None) -> np.ndarray:
+        """One series' volume embedding from its slice vectors ``(n, dim)`` in slice order and their
+        positions (mm along the slice normal; ``None`` when unknown): float32 ``(dim,)``, unit length.
+
+        Default: the mean of the slice vectors, renormalised. Models with a trained slice pooling
+        override it; any override must not depend on the order of slices whose positions are known.
+        """
+        return mean_pool(vectors)
 
     def preprocessing(self) -> dict:
         """JSON-able description of the expected input, recorded in every index."""

@@ -27,6 +27,7 @@ from radsearch.encoders._radclip_weights import (
 )
 from radsearch.encoders._registry import register_model
 from radsearch.encoders.base import Encoder, l2_normalise
+from radsearch.encoders.slice_pooling import module_from_tensors, pool_volume
 
 if TYPE_CHECKING:
     import torch
@@ -53,6 +54,7 @@ class RadClipMini(Encoder):
         self._lock = threading.Lock()
         self._image_tower: torch.nn.Module | None = None
         self._text_tower: SentenceTransformer | None = None
+        self._slice_pooling: torch.nn.Module | None = None
         self._hash: str | None = None
 
     @property
@@ -68,6 +70,20 @@ class RadClipMini(Encoder):
             if self._text_tower is None:
                 self._text_tower = _minilm.build_text_tower(self._weights.text_tower, self.device)
             return self._text_tower
+
+    @property
+    def slice_pooling(self) -> torch.nn.Module | None:
+        """The trained ``SlicePooling`` of the weights file; ``None`` when it has none."""
+        if not self._weights.slice_pooling:
+            return None
+        with self._lock:
+            if self._slice_pooling is None:
+                module = module_from_tensors(self._weights.slice_pooling)
+                if module.dim != _DIM:
+                    raise ValueError(f"{self._weights.source}: slice pooling has dim {module.dim}, "
+                                     f"expected {_DIM}")
+                self._slice_pooling = module.to(self.device)
+            return self._slice_pooling
 
     def image_features(self, images: np.ndarray) -> np.ndarray:
         """The image tower's pooled features, float32 ``(N, 1280)``, before projection."""
@@ -107,6 +123,14 @@ class RadClipMini(Encoder):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         return l2_normalise(self.text_features(texts) @ self._weights.projections[TEXT_PROJECTION].T)
 
+    def pool_slices(self, vectors: np.ndarray, positions: np.ndarray | None) -> np.ndarray:
+        # Without trained pooling weights this is the base class's mean, which is exactly what an
+        # untrained SlicePooling computes: no torch work for nothing.
+        module = self.slice_pooling
+        if module is None:
+            return super().pool_slices(vectors, positions)
+        return pool_volume(vectors, positions, module)
+
     def weights_hash(self) -> str:
         if self._hash is None:
             digest = hashlib.sha256(f"radclip-mini/v1 image={_efficientnet.ARCH}\n".encode())
@@ -117,6 +141,8 @@ class RadClipMini(Encoder):
                 **self._weights.projections,
                 **{f"image_tower.{k}": v for k, v in self._weights.image_tower.items()},
                 **{f"text_tower.{k}": v for k, v in self._weights.text_tower.items()},
+                # Present only when trained: untrained pooling is the plain mean, hash unchanged.
+                **{f"slice_pooling.{k}": v for k, v in self._weights.slice_pooling.items()},
             }
             for name in sorted(tensors):
                 tensor = tensors[name]
