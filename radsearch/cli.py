@@ -259,7 +259,7 @@ def stats(index: IndexOpt = None, json_output: JsonOpt = False) -> None:
 @app.command()
 def models(json_output: JsonOpt = False) -> None:
     """The embedding models radsearch can use."""
-    from radsearch.encoders import list_models
+    from radsearch.encoders import list_models, model_name_help
 
     infos = list_models()
     if json_output:
@@ -268,6 +268,41 @@ def models(json_output: JsonOpt = False) -> None:
     for info in infos:
         mark = " (default)" if info.default else ""
         out.print(f"{info.name}{mark}  {info.dim}-d  {info.description}", highlight=False)
+    out.print("\n" + model_name_help(), highlight=False)
+
+
+@app.command()
+def classify(
+    query: Annotated[str, typer.Argument(help="An image file, or an indexed study's UID/key/file")],
+    labels: Annotated[
+        Optional[str], typer.Option("--labels", help='Comma-separated labels, e.g. "CT, MRI, X-ray"')
+    ] = None,
+    label_set: Annotated[
+        Optional[str],
+        typer.Option("--label-set", help="Built-in set: chexpert, modality, body-region, plane"),
+    ] = None,
+    findings: Annotated[
+        bool, typer.Option("--findings", help="Score each label on its own (label vs 'no label')")
+    ] = False,
+    index: IndexOpt = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model for a file (no index)")] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Zero-shot classification of a study against any labels."""
+    from radsearch.zeroshot import classify as run_classify
+
+    result = run_classify(query, labels=labels, label_set=label_set, findings=findings,
+                          index=index, model=model)
+    if json_output:
+        _print_json(result.to_dict())
+        return
+    kind = "independent probabilities" if result.kind == "findings" else "probabilities sum to 1"
+    table = Table(title=f"{result.label_set} ({kind}) - {result.model}", title_justify="left")
+    for column in ("label", "probability", "cosine"):
+        table.add_column(column)
+    for score in result.scores:
+        table.add_row(score.label, f"{score.probability:.3f}", f"{score.similarity:.3f}")
+    out.print(table)
 
 
 @app.command()
@@ -292,6 +327,18 @@ def demo(
                               target="reports"), False)
     out.print(f'\nimage search: "{query}"', highlight=False)
     _print_results(run_search(query, index=Path(summary.index), k=3), False)
+
+
+def _add_training_commands() -> None:
+    from radsearch.training.cli import eval_app, train_app  # imports no torch
+    from radsearch.training.zeroshot_cli import zeroshot
+
+    eval_app.command("zeroshot")(zeroshot)
+    app.add_typer(train_app, name="train", help="Train encoders (`radsearch train clip`).")
+    app.add_typer(eval_app, name="eval", help="Evaluate encoders (`radsearch eval retrieval`).")
+
+
+_add_training_commands()
 
 
 def main() -> None:

@@ -48,6 +48,13 @@ class Encoder(ABC):
         """
         return mean_pool(vectors)
 
+    def logit_scale(self) -> float:
+        """The inverse temperature that turns cosines into logits (zero-shot classification).
+
+        CLIP's trained value, 100, unless the model learned its own.
+        """
+        return 100.0
+
     def preprocessing(self) -> dict:
         """JSON-able description of the expected input, recorded in every index."""
         return {

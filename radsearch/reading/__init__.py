@@ -6,19 +6,29 @@ Runs inside indexer worker processes, so nothing here imports torch.
 from radsearch.reading.detect import detect_kind
 from radsearch.reading.phi import salted_hash
 from radsearch.reading.pixels import render_dicom_frames
-from radsearch.reading.prepare import prepare_for_model
+from radsearch.reading.prepare import (
+    CT_WINDOWS,
+    CtWindow,
+    prepare_channels_for_model,
+    prepare_for_model,
+    render_ct_windows,
+)
 from radsearch.reading.read import read_file
 from radsearch.reading.types import FileKind, ImageFrame, ReadError, ReadResult, SkipFile
 
 __all__ = [
+    "CT_WINDOWS",
+    "CtWindow",
     "FileKind",
     "ImageFrame",
     "ReadError",
     "ReadResult",
     "SkipFile",
     "detect_kind",
+    "prepare_channels_for_model",
     "prepare_for_model",
     "read_file",
+    "render_ct_windows",
     "render_dicom_frames",
     "salted_hash",
 ]

@@ -1,14 +1,39 @@
-"""Make a rendered grayscale image model-ready: uint8, square, aspect preserved."""
+"""Make a rendered grayscale image model-ready: uint8, square, aspect preserved.
+
+Also the optional CT rendering of one slice in several windows, one per channel (lung, mediastinum,
+bone), for models that take them as their three input channels instead of replicated grayscale.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
+from radsearch.reading.pixels import percentile_window
+
+
+class CtWindow(NamedTuple):
+    name: str
+    width: float  # HU
+    level: float  # HU, the window's centre
+
+
+# The three windows radiologists read a chest or abdomen CT in; one per channel, in this order.
+CT_WINDOWS = (
+    CtWindow("lung", 1500.0, -600.0),
+    CtWindow("mediastinum", 350.0, 50.0),
+    CtWindow("bone", 2000.0, 500.0),
+)
+
 
 def prepare_for_model(image: np.ndarray, size: int) -> np.ndarray:
-    """2D grayscale, float [0, 1] or uint8 -> uint8 (size, size).
+    """2D grayscale -> uint8 (size, size).
 
+    uint8 is taken as is; float as [0, 1] (clipped, NaN black); other integer types (16-bit
+    stored values, raw Hounsfield units) are windowed from their 0.5th to 99.5th percentile.
     Resized (PIL bicubic, antialiased when shrinking) so the longest side equals ``size``,
     centred, zero padding.
     """
@@ -16,6 +41,8 @@ def prepare_for_model(image: np.ndarray, size: int) -> np.ndarray:
         raise ValueError(f"expected a non-empty 2D grayscale image, got shape {image.shape}")
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
+    if image.dtype.kind in "iu" and image.dtype != np.uint8:
+        image = percentile_window(image.astype(np.float32))
     # Resampled in float ("F" mode): more precise than 8-bit, and faster in PIL.
     scale = 1.0 if image.dtype == np.uint8 else 255.0
     values = np.ascontiguousarray(image, dtype=np.float32)
@@ -33,3 +60,33 @@ def prepare_for_model(image: np.ndarray, size: int) -> np.ndarray:
     top, left = (size - new_h) // 2, (size - new_w) // 2
     out[top : top + new_h, left : left + new_w] = scaled.astype(np.uint8)
     return out
+
+
+def render_ct_windows(hu: np.ndarray, windows: Sequence[CtWindow] = CT_WINDOWS) -> np.ndarray:
+    """2D Hounsfield units -> uint8 ``(len(windows), H, W)``: each channel one linear window.
+
+    A channel is ``(hu - (level - width / 2)) / width`` clipped to [0, 1], times 255, rounded
+    (DICOM's LINEAR_EXACT window); NaN is black.
+    """
+    hu = np.asarray(hu)
+    if hu.ndim != 2 or 0 in hu.shape:
+        raise ValueError(f"expected a non-empty 2D image of Hounsfield units, got shape {hu.shape}")
+    if not windows or any(w.width <= 0 for w in windows):
+        raise ValueError("need at least one window, each of positive width")
+    values = hu.astype(np.float32)
+    out = np.empty((len(windows), *values.shape), dtype=np.uint8)
+    for channel, window in zip(out, windows):
+        scaled = (values - (window.level - window.width / 2)) * (255.0 / window.width)
+        np.clip(np.nan_to_num(scaled, nan=0.0), 0.0, 255.0, out=scaled)
+        channel[...] = scaled + 0.5
+    return out
+
+
+def prepare_channels_for_model(channels: np.ndarray, size: int) -> np.ndarray:
+    """uint8 ``(C, H, W)`` (e.g. from :func:`render_ct_windows`) -> uint8 ``(C, size, size)``.
+
+    Every channel is resized and padded exactly as :func:`prepare_for_model` does one image.
+    """
+    if channels.ndim != 3 or channels.dtype != np.uint8:
+        raise ValueError(f"expected uint8 (C, H, W) channels, got {channels.dtype} {channels.shape}")
+    return np.stack([prepare_for_model(channel, size) for channel in channels])

@@ -1,0 +1,157 @@
+"""`radsearch train clip` and `radsearch eval retrieval`.
+
+Nothing heavy is imported here: torch and the towers load inside the commands, so that the main
+CLI stays fast to start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+train_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train encoders.")
+eval_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evaluate encoders.")
+
+WEIGHTS_NAME = "radclip-mini.safetensors"
+ManifestOpt = Annotated[
+    list[Path],
+    typer.Option("--manifest", help="CSV of image-text pairs (image or image_path, text, split, group); "
+                 "repeat for several"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps")]
+
+
+def _default_cache() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "radsearch" / "features"
+
+
+@train_app.command("clip")
+def clip(
+    manifest: ManifestOpt,
+    out: Annotated[Path, typer.Option("--out", help="Folder for checkpoints, history and the weights")],
+    recipe: Annotated[str, typer.Option("--recipe", help="projections, text-tail or image-tail")] = "projections",
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1)] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=2)] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Projections and temperature")] = None,
+    tower_lr: Annotated[Optional[float], typer.Option("--tower-lr", help="Tower weights that learn")] = None,
+    lock_image: Annotated[
+        Optional[bool], typer.Option("--lock-image/--unlock-image", help="Freeze the image tower (LiT)")
+    ] = None,
+    lock_text: Annotated[
+        Optional[bool], typer.Option("--lock-text/--unlock-text", help="Freeze the text tower")
+    ] = None,
+    image_blocks: Annotated[
+        Optional[int], typer.Option("--image-blocks", min=0, help="Unlocked image tower: train its last N "
+                                    "stages (0: all)")
+    ] = None,
+    text_layers: Annotated[
+        Optional[int], typer.Option("--text-layers", min=0, help="Unlocked text tower: train its last N "
+                                    "layers (0: all)")
+    ] = None,
+    views: Annotated[
+        Optional[int], typer.Option("--views", min=1, help="Cached views per image with a locked image "
+                                    "tower (1: no augmentation)")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: DeviceOpt = "cpu",
+    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16")] = "auto",
+    cache: Annotated[
+        Optional[Path], typer.Option("--cache", help="Feature cache [default: ~/.cache/radsearch/features]")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Train radclip-mini contrastively on manifests; the best dev epoch is kept and exported."""
+    from radsearch.training.radclip import RECIPES, customise, export_weights, prepare
+    from radsearch.training.train import TrainingError, train
+
+    if recipe not in RECIPES:
+        raise TrainingError(f"unknown recipe {recipe!r}; available: {', '.join(RECIPES)}")
+    chosen = customise(RECIPES[recipe], lock_image=lock_image, lock_text=lock_text,
+                       image_blocks=image_blocks, text_layers=text_layers, views=views)
+    overrides = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, tower_lr=tower_lr).items()
+                 if v is not None}
+    config = chosen.config(seed=seed, device=device, precision=precision, **overrides)
+    log = _log
+    began = time.perf_counter()
+    prepared = prepare(chosen, manifest, device=device, cache_dir=cache or _default_cache(), seed=seed, log=log)
+
+    def on_epoch(record) -> None:
+        loss = "   -   " if record.train_loss is None else f"{record.train_loss:.4f}"
+        log(f"epoch {record.epoch:3d}  loss {loss}  T {record.temperature:.4f}  "
+            f"dev mean recall {record.dev_score:.4f}  ({record.seconds:.1f} s)")
+
+    result = train(prepared.model, prepared.train, prepared.dev, config, out, resume=resume, on_epoch=on_epoch)
+    weights = export_weights(prepared.model, Path(out) / WEIGHTS_NAME, metadata={
+        "recipe": recipe, "best_epoch": str(result.best_epoch), "dev_score": f"{result.best_score:.6f}",
+    })
+    summary = {
+        "recipe": recipe,
+        "weights": str(weights),
+        "best_epoch": result.best_epoch,
+        "best_dev_score": result.best_score,
+        "dev": next(r.dev for r in result.history if r.epoch == result.best_epoch),
+        "train_pairs": len(prepared.train),
+        "seconds": round(time.perf_counter() - began, 1),
+    }
+    if json_output:
+        _print_json(summary)
+    else:
+        typer.echo(f"best dev epoch {result.best_epoch} (mean recall {result.best_score:.4f}); "
+                   f"weights: {weights}")
+
+
+@eval_app.command("retrieval")
+def retrieval(
+    manifest: ManifestOpt,
+    split: Annotated[str, typer.Option("--split", help="Rows of this split (train, dev, test)")] = "test",
+    model: Annotated[Optional[str], typer.Option("--model", help="Embedding model (see `models`)")] = None,
+    weights: Annotated[
+        Optional[Path], typer.Option("--weights", help="radclip-mini weights file [default: the shipped one]")
+    ] = None,
+    device: DeviceOpt = "cpu",
+    json_output: JsonOpt = False,
+) -> None:
+    """Image->text and text->image Recall@1/5/10 and median rank on a manifest split."""
+    from radsearch.encoders import DEFAULT_MODEL, create_model
+    from radsearch.training.evaluate import evaluate_retrieval
+    from radsearch.training.manifest import ManifestError, read_manifests, select_split
+
+    name = model or DEFAULT_MODEL
+    pairs = select_split(read_manifests(manifest), split.lower())
+    if not pairs:
+        raise ManifestError(f"no rows with split {split!r} in {', '.join(map(str, manifest))}")
+    if weights is not None:
+        from radsearch.encoders.radclip_mini import RadClipMini
+
+        if name != RadClipMini.name:
+            raise ManifestError(f"--weights applies to {RadClipMini.name} only, not {name!r}")
+        encoder = RadClipMini(device, weights_file=weights)
+    else:
+        encoder = create_model(name, device=device)
+    metrics = evaluate_retrieval(encoder, pairs)
+    if json_output:
+        _print_json({"model": name, "split": split, **metrics})
+        return
+    typer.echo(f"{name} on {metrics['n']} {split} pairs (chance R@k = k/{metrics['n']})")
+    for direction in ("image_to_text", "text_to_image"):
+        m = metrics[direction]
+        typer.echo(f"  {direction.replace('_', ' '):14s} R@1 {m['R@1']:.3f}  R@5 {m['R@5']:.3f}  "
+                   f"R@10 {m['R@10']:.3f}  median rank {m['median_rank']:g}")
+
+
+def _log(message: str) -> None:
+    # Progress goes to stderr, so that --json output stays clean on stdout.
+    typer.echo(message, err=True)
+
+
+def _print_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

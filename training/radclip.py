@@ -1,0 +1,173 @@
+"""Training recipes for radclip-mini: which parts learn, from which data, and the shipped-file export.
+
+Training starts from the untrained composite (the offline pretrained towers and radclip-mini's
+seeded initial projections), never from a shipped file, so every recipe is reproducible from the
+packages alone. A locked tower runs once per input through the feature cache; a tower that learns
+runs every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from radsearch.encoders._radclip_weights import (
+    IMAGE_PROJECTION,
+    IMAGE_TOWER_PREFIX,
+    LOGIT_SCALE,
+    TEXT_PROJECTION,
+    TEXT_TOWER_PREFIX,
+    initial_projections,
+)
+from radsearch.encoders.radclip_mini import RadClipMini
+from radsearch.training.augment import Augmentation
+from radsearch.training.data import PairData
+from radsearch.training.features import FeatureCache, image_features, text_features
+from radsearch.training.images import read_images
+from radsearch.training.manifest import Pair, check_groups, read_manifests, select_split
+from radsearch.training.model import ClipModel
+from radsearch.training.towers import ImageTower, TextTower, build_image_tower, build_text_tower
+from radsearch.training.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What learns. ``image_blocks`` / ``text_layers``: None locks the tower, 0 trains all of it,
+    k > 0 trains its last k stages / transformer layers. ``views``: cached image views per training
+    image when the image tower is locked (view 0 as read, the rest augmented)."""
+
+    description: str
+    image_blocks: int | None = None
+    text_layers: int | None = None
+    views: int = 3
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3
+    tower_lr: float = 3e-5
+
+    def config(self, **overrides) -> TrainConfig:
+        fields = dict(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, tower_lr=self.tower_lr)
+        return TrainConfig(**{**fields, **overrides})
+
+
+RECIPES: dict[str, Recipe] = {
+    "projections": Recipe("both towers locked (LiT-style); projections and temperature learn"),
+    "text-tail": Recipe(
+        "image tower locked; the last 2 text transformer layers, projections and temperature learn",
+        text_layers=2, epochs=15, batch_size=128,
+    ),
+    "image-tail": Recipe(
+        "text tower locked; the image tower's last stage and head, projections and temperature "
+        "learn (runs the image tower every step: slow on CPU)",
+        image_blocks=1, views=1, epochs=8, batch_size=64, tower_lr=1e-4,
+    ),
+}
+
+
+@dataclass
+class Prepared:
+    model: ClipModel
+    train: PairData
+    dev: dict[str, PairData]  # by manifest name
+
+
+def customise(recipe: Recipe, *, lock_image: bool | None = None, lock_text: bool | None = None,
+              image_blocks: int | None = None, text_layers: int | None = None,
+              views: int | None = None) -> Recipe:
+    """A recipe with command-line choices applied (None keeps the recipe's own)."""
+    changes: dict = {}
+    if image_blocks is not None:
+        changes["image_blocks"] = image_blocks
+    if text_layers is not None:
+        changes["text_layers"] = text_layers
+    if lock_image is not None:
+        changes["image_blocks"] = None if lock_image else changes.get("image_blocks", recipe.image_blocks or 0)
+    if lock_text is not None:
+        changes["text_layers"] = None if lock_text else changes.get("text_layers", recipe.text_layers or 0)
+    if views is not None:
+        changes["views"] = views
+    return replace(recipe, **changes)
+
+
+def prepare(
+    recipe: Recipe,
+    manifests: Sequence[Path],
+    *,
+    device: str,
+    cache_dir: Path | None,
+    seed: int,
+    log: Callable[[str], None] = lambda message: None,
+) -> Prepared:
+    pairs = read_manifests(manifests)
+    check_groups(pairs)
+    train_pairs = select_split(pairs, "train")
+    dev_pairs: dict[str, list[Pair]] = {}
+    for pair in select_split(pairs, "dev"):
+        dev_pairs.setdefault(pair.source, []).append(pair)
+    log(f"{len(train_pairs)} training pairs; dev: "
+        + (", ".join(f"{name} {len(p)}" for name, p in dev_pairs.items()) or "none"))
+
+    cache = FeatureCache(cache_dir)
+    image_tower = build_image_tower(device, recipe.image_blocks).eval()
+    text_tower = build_text_tower(device, recipe.text_layers).eval()
+
+    def images(pairs: list[Pair], views: int) -> dict:
+        paths = [p.image for p in pairs]
+        if recipe.image_blocks is not None:
+            return {"frames": read_images(paths, RadClipMini.image_size), "augmentation": Augmentation()}
+        return {"image_features": image_features(
+            image_tower, paths, image_size=RadClipMini.image_size, views=views,
+            augmentation=Augmentation(), seed=seed, cache=cache, log=log)}
+
+    def texts(pairs: list[Pair]) -> dict:
+        strings = [p.text for p in pairs]
+        if recipe.text_layers is not None:
+            return {"texts": strings}
+        return {"texts": strings, "text_features": text_features(text_tower, strings, cache=cache)}
+
+    train = PairData(**images(train_pairs, recipe.views), **texts(train_pairs))
+    dev = {name: PairData(**images(p, 1), **texts(p)) for name, p in dev_pairs.items()}
+    projections = initial_projections()
+    model = ClipModel(
+        nn.Identity() if recipe.image_blocks is None else image_tower,
+        nn.Identity() if recipe.text_layers is None else text_tower,
+        torch.from_numpy(projections[IMAGE_PROJECTION]),
+        torch.from_numpy(projections[TEXT_PROJECTION]),
+    )
+    return Prepared(model, train, dev)
+
+
+def export_weights(model: ClipModel, path: Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write the radclip-mini weights file: projections, logit scale, and only the tower tensors
+    that differ from the offline pretrained ones, all float16 except the scale (small file)."""
+    from safetensors.torch import save_file
+
+    tensors = {
+        IMAGE_PROJECTION: model.image_projection.weight,
+        TEXT_PROJECTION: model.text_projection.weight,
+    }
+    if isinstance(model.image_encoder, ImageTower):
+        tower = model.image_encoder
+        tensors.update(_changed(tower.net.state_dict(), tower.pretrained, IMAGE_TOWER_PREFIX))
+    if isinstance(model.text_encoder, TextTower):
+        tower = model.text_encoder
+        tensors.update(_changed(tower.model.state_dict(), tower.pretrained, TEXT_TOWER_PREFIX))
+    out = {name: t.detach().cpu().to(torch.float16).contiguous() for name, t in tensors.items()}
+    out[LOGIT_SCALE] = model.logit_scale.detach().cpu().float().reshape(())
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(out, str(path), metadata=metadata)
+    return path
+
+
+def _changed(state: dict, reference: dict, prefix: str) -> dict[str, torch.Tensor]:
+    return {
+        prefix + name: tensor
+        for name, tensor in state.items()
+        if not torch.equal(tensor.cpu(), reference[name])
+    }
+

@@ -1,0 +1,98 @@
+"""radclip-mini's two pretrained towers as trainable torch modules, each lockable whole or in part.
+
+Outputs match ``RadClipMini.image_features`` / ``text_features`` exactly (same normalisation, same
+unit-norm sentence embedding), so what is trained here is what the encoder runs after export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from radsearch.encoders import _efficientnet, _minilm
+from radsearch.encoders.radclip_mini import RadClipMini
+
+
+class ImageTower(nn.Module):
+    """uint8 ``(N, S, S)`` grayscale -> pooled EfficientNet-Lite0 features ``(N, 1280)``.
+
+    ``trainable_blocks``: None locks the tower; 0 trains it all; k > 0 trains the last k of its
+    stages (``blocks``) plus the head convolution. BatchNorm statistics stay frozen in every case:
+    contrastive batches here are small and all one modality, which would skew them.
+    """
+
+    def __init__(self, net: nn.Module, trainable_blocks: int | None = None) -> None:
+        super().__init__()
+        self.net = net
+        # RadClipMini's normalisation, on 0..255 pixels.
+        mean = torch.tensor(RadClipMini.mean).view(1, 3, 1, 1) * 255
+        std = torch.tensor(RadClipMini.std).view(1, 3, 1, 1) * 255
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+        net.requires_grad_(False)
+        # What the export compares against: only tensors that changed are shipped.
+        self.pretrained = {} if trainable_blocks is None else _copy_state(net)
+        if trainable_blocks == 0:
+            net.requires_grad_(True)
+        elif trainable_blocks is not None:
+            for block in net.blocks[-trainable_blocks:]:
+                block.requires_grad_(True)
+            net.conv_head.requires_grad_(True)
+            net.bn2.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> ImageTower:
+        super().train(mode)
+        self.net.eval()  # frozen BatchNorm statistics, see the class docstring
+        return self
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        rgb = pixels.unsqueeze(1).expand(-1, 3, -1, -1).float()
+        x = ((rgb - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return self.net(x).float()
+
+
+class TextTower(nn.Module):
+    """Texts -> all-MiniLM-L6-v2 unit-norm sentence embeddings ``(N, 384)``.
+
+    ``trainable_layers``: None locks the tower; 0 trains it all; k > 0 trains the last k
+    transformer layers.
+    """
+
+    def __init__(self, model: nn.Module, trainable_layers: int | None = None) -> None:
+        super().__init__()
+        self.model = model
+        model.requires_grad_(False)
+        self.pretrained = {} if trainable_layers is None else _copy_state(model)
+        if trainable_layers == 0:
+            model.requires_grad_(True)
+        elif trainable_layers is not None:
+            for layer in model[0].auto_model.encoder.layer[-trainable_layers:]:
+                layer.requires_grad_(True)
+        self.locked = trainable_layers is None
+
+    def train(self, mode: bool = True) -> TextTower:
+        super().train(mode)
+        if self.locked:
+            self.model.eval()  # no dropout in a tower that does not learn
+        return self
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        features = self.model.preprocess(list(texts))
+        features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+        return self.model(features)["sentence_embedding"].float()
+
+
+def _copy_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().cpu().clone() for name, tensor in module.state_dict().items()}
+
+
+def build_image_tower(device: str, trainable_blocks: int | None) -> ImageTower:
+    """The pretrained tower (no shipped deltas: training always starts from the offline weights)."""
+    return ImageTower(_efficientnet.build_image_tower({}, device), trainable_blocks).to(device)
+
+
+def build_text_tower(device: str, trainable_layers: int | None) -> TextTower:
+    return TextTower(_minilm.build_text_tower({}, device), trainable_layers).to(device)
