@@ -16,6 +16,9 @@ def zeroshot(
     labels: Annotated[
         Optional[str], typer.Option("--labels", help="Comma-separated classes [default: the column's values]")
     ] = None,
+    label_set: Annotated[
+        Optional[str], typer.Option("--label-set", help="Use this built-in set's prompts")
+    ] = None,
     finding: Annotated[
         Optional[str],
         typer.Option("--finding", help="Binary task: the column is yes/no for this finding"),
@@ -29,7 +32,8 @@ def zeroshot(
     from radsearch.training.zeroshot_eval import evaluate_zeroshot
 
     classes = [label.strip() for label in labels.split(",")] if labels else None
-    result = evaluate_zeroshot(manifest, label_column, labels=classes, finding=finding,
+    result = evaluate_zeroshot(manifest, label_column, labels=classes, label_set=label_set,
+                               finding=finding,
                                split=split, model=model or DEFAULT_MODEL)
     if json_output:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")

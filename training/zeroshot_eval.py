@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from radsearch.encoders import DEFAULT_MODEL, create_model
-from radsearch.label_sets import custom_label_set
+from radsearch.label_sets import LabelSet, custom_label_set, get_label_set
 from radsearch.training.images import read_images
 from radsearch.training.manifest import IMAGE_COLUMNS, ManifestError
 from radsearch.zeroshot import ZeroShotClassifier
@@ -68,6 +68,17 @@ def classification_metrics(probabilities: np.ndarray, truth: np.ndarray, labels:
     }
 
 
+def _restricted(name: str, classes: Sequence[str]) -> LabelSet:
+    """A built-in set's prompts over a subset of its labels (matched case-insensitively)."""
+    full = get_label_set(name)
+    by_name = {label.lower(): label for label in full.labels}
+    missing = [c for c in classes if c.lower() not in by_name]
+    if missing:
+        raise ManifestError(f"{missing} are not labels of the {name!r} set: {list(full.labels)}")
+    return LabelSet(full.name, full.kind, tuple(by_name[c.lower()] for c in classes),
+                    full.templates, full.negative_templates, full.prompt_words)
+
+
 def _rows(manifest: Path, label_column: str, split: str | None) -> list[tuple[Path, str]]:
     try:
         handle = open(manifest, newline="", encoding="utf-8")
@@ -93,22 +104,27 @@ def evaluate_zeroshot(
     label_column: str,
     *,
     labels: Sequence[str] | None = None,
+    label_set: str | None = None,
     finding: str | None = None,
     split: str | None = None,
     model: str = DEFAULT_MODEL,
 ) -> dict:
-    """Zero-shot metrics of ``model`` on the manifest's rows (of ``split``)."""
+    """Zero-shot metrics of ``model`` on the manifest's rows (of ``split``).
+
+    ``label_set`` names a built-in set whose prompts to use; the classes are then ``labels`` (or the
+    column's values), each of which must be one of the set's labels.
+    """
     rows = _rows(Path(manifest), label_column, split)
     encoder = create_model(model)
     if finding is not None:
         rows = [(path, value.lower()) for path, value in rows if value.lower() in _YES | _NO]
-        label_set = custom_label_set([finding], findings=True)
+        chosen = custom_label_set([finding], findings=True)
         truth = np.array([value in _YES for _, value in rows], dtype=bool)
     else:
         classes = list(labels) if labels else sorted({value for _, value in rows if value})
         by_name = {name.lower(): i for i, name in enumerate(classes)}
         rows = [(path, value) for path, value in rows if value.lower() in by_name]
-        label_set = custom_label_set(classes)
+        chosen = _restricted(label_set, classes) if label_set else custom_label_set(classes)
         truth = np.array([by_name[value.lower()] for _, value in rows], dtype=int)
     if not rows:
         raise ManifestError(f"{manifest}: no rows with a usable {label_column!r} value")
@@ -116,9 +132,9 @@ def evaluate_zeroshot(
     vectors = np.concatenate([
         encoder.encode_images(images[start : start + 64]) for start in range(0, len(images), 64)
     ])
-    probabilities = ZeroShotClassifier(encoder, label_set).probabilities(vectors)
+    probabilities = ZeroShotClassifier(encoder, chosen).probabilities(vectors)
     if finding is None:
-        metrics = classification_metrics(probabilities, truth, label_set.labels)
+        metrics = classification_metrics(probabilities, truth, chosen.labels)
     else:
         scores = probabilities[:, 0]
         predicted = scores >= 0.5
