@@ -66,11 +66,16 @@ def initial_projections() -> dict[str, np.ndarray]:
     return projections
 
 
+def initial_weights() -> RadClipWeights:
+    """The untrained composite: pretrained towers as they install, seeded projections."""
+    return RadClipWeights(initial_projections(), {}, {}, "initial")
+
+
 def load_weights(path: Path | None = None) -> RadClipWeights:
     """Weights from ``path``; by default the shipped file when present, else the initial ones."""
     if path is None:
         if not WEIGHTS_FILE.exists():
-            return RadClipWeights(initial_projections(), {}, {}, "initial")
+            return initial_weights()
         path = WEIGHTS_FILE
     from safetensors.torch import load_file
 

@@ -22,6 +22,7 @@ from radsearch.encoders._radclip_weights import (
     IMAGE_PROJECTION,
     TEXT_PROJECTION,
     file_sha256,
+    initial_weights,
     load_weights,
     tensor_bytes,
 )
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 _DIM = 512
+UNTRAINED_NAME = "radclip-mini-untrained"
 _TEXT_BATCH = 64
 
 
@@ -46,11 +48,18 @@ class RadClipMini(Encoder):
     std = _efficientnet.STD
 
     def __init__(
-        self, device: str = "cpu", *, weights_file: Path | None = None, batch_size: int = 32
+        self,
+        device: str = "cpu",
+        *,
+        weights_file: Path | None = None,
+        untrained: bool = False,
+        batch_size: int = 32,
     ) -> None:
         self.device = device
         self.batch_size = batch_size
-        self._weights = load_weights(weights_file)
+        self._weights = initial_weights() if untrained else load_weights(weights_file)
+        if untrained:
+            self.name = UNTRAINED_NAME
         self._lock = threading.Lock()
         self._image_tower: torch.nn.Module | None = None
         self._text_tower: SentenceTransformer | None = None
@@ -154,6 +163,10 @@ class RadClipMini(Encoder):
     def preprocessing(self) -> dict:
         return {**super().preprocessing(), "grayscale": "replicated to 3 channels"}
 
+    def logit_scale(self) -> float:
+        learned = self._weights.logit_scale
+        return super().logit_scale() if learned is None else float(np.exp(learned))
+
 
 @register_model(
     "radclip-mini",
@@ -165,3 +178,12 @@ class RadClipMini(Encoder):
 )
 def _create(device: str) -> Encoder:
     return RadClipMini(device)
+
+
+@register_model(
+    UNTRAINED_NAME,
+    dim=_DIM,
+    description="radclip-mini before training (pretrained towers, seeded projections), for comparison",
+)
+def _create_untrained(device: str) -> Encoder:
+    return RadClipMini(device, untrained=True)
