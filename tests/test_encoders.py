@@ -174,6 +174,12 @@ def radclip():
     return create_model("radclip-mini")
 
 
+@pytest.fixture(scope="module")
+def untrained():
+    """The composite before training: pretrained towers as installed, orthogonal projections."""
+    return create_model("radclip-mini-untrained")
+
+
 def test_efficientnet_weights_are_really_loaded(radclip) -> None:
     import torch
 
@@ -281,10 +287,10 @@ def test_initial_projections_are_fixed_and_orthogonal() -> None:
     np.testing.assert_allclose(image @ image.T, np.eye(512), atol=1e-4)
 
 
-def test_text_tower_semantics_survive_the_projection(radclip) -> None:
+def test_text_tower_semantics_survive_the_projection(untrained) -> None:
     texts = ["pleural effusion", "fluid in the pleural space", "fractured femur"]
-    raw = radclip.text_features(texts)
-    projected = radclip.encode_texts(texts)
+    raw = untrained.text_features(texts)
+    projected = untrained.encode_texts(texts)
     assert raw.shape == (3, 384)
     assert raw[0] @ raw[1] > raw[0] @ raw[2] + 0.2
     # The text projection is an isometry, so cosines are the same in the shared space.
@@ -335,7 +341,7 @@ def test_radclip_chest_radiographs_cluster_together(radclip, vqa_rad_by_region) 
         assert within > (chest @ vectors[other].T).mean() + 0.2
 
 
-def test_a_weights_file_replaces_projections_and_tower_tensors(tmp_path: Path, radclip) -> None:
+def test_a_weights_file_replaces_projections_and_tower_tensors(tmp_path: Path, untrained) -> None:
     import torch
     from safetensors.torch import save_file
 
@@ -353,10 +359,10 @@ def test_a_weights_file_replaces_projections_and_tower_tensors(tmp_path: Path, r
         str(path),
     )
     trained = RadClipMini("cpu", weights_file=path)
-    assert trained.weights_hash() != radclip.weights_hash()
+    assert trained.weights_hash() != untrained.weights_hash()
     texts = ["pleural effusion", "fractured femur"]
     vectors = trained.encode_texts(texts)
-    np.testing.assert_allclose(vectors[:, :384], radclip.text_features(texts), atol=1e-5)
+    np.testing.assert_allclose(vectors[:, :384], untrained.text_features(texts), atol=1e-5)
     assert not vectors[:, 384:].any()
     assert torch.equal(trained.image_tower.bn2.bias.cpu(), torch.full((1280,), 0.25))
 

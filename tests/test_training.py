@@ -77,7 +77,7 @@ CONFIG = TrainConfig(epochs=3, batch_size=16, lr=1e-2, tower_lr=1e-2, seed=7)
 
 def test_training_lowers_the_loss_and_keeps_the_best_dev_epoch(tmp_path):
     model = _tiny_model()
-    config = TrainConfig(epochs=12, batch_size=16, lr=2e-2, tower_lr=2e-2, seed=1)
+    config = TrainConfig(epochs=8, batch_size=16, lr=2e-2, tower_lr=2e-2, seed=1)
     result = train(model, _tiny_data(64, 0), {"dev": _tiny_data(24, 1)}, config, tmp_path)
     losses = [r.train_loss for r in result.history[1:]]
     assert losses[-1] < 0.8 * losses[0]
@@ -187,3 +187,57 @@ def test_manifest_resolves_relative_paths_reads_dicom_and_checks_groups(tmp_path
         read_manifest(empty_text)
     with pytest.raises(ManifestError, match="not a DICOM, PNG or JPEG"):
         read_image(manifest, 32)
+
+
+def test_feature_cache_computes_each_key_once_and_reads_it_back(tmp_path):
+    from radsearch.training.features import FeatureCache
+
+    calls = []
+
+    def compute(indices):
+        calls.append(list(indices))
+        return np.array([[float(i), 1.0] for i in indices])
+
+    cache = FeatureCache(tmp_path)
+    first = cache.get_many(["a", "b", "a", "c"], compute, chunk=2)
+    assert calls == [[0, 1], [3]]  # "a" once, in chunks of two
+    assert np.array_equal(first[0], first[2]) and first.dtype == np.float32
+    again = FeatureCache(tmp_path).get_many(["c", "a", "d"], compute)
+    assert calls[-1] == [2] and np.array_equal(again[:2], first[[3, 0]])
+    assert len(list(tmp_path.rglob("*.npy"))) == 4
+
+
+def test_shared_data_manifests_follow_the_rules_for_honest_numbers(shared_data, tmp_path):
+    import csv
+    from collections import Counter
+
+    from radsearch.training.build_manifests import build_manifests
+
+    written = build_manifests(shared_data, tmp_path / "manifests")
+    pairs = {name: read_manifest(path) for name, path in written.items()}
+    for rows in pairs.values():
+        check_groups(rows)  # no case or patient on two sides
+        assert all(p.image.is_file() for p in rows[:20])  # paths relative to the manifest's folder
+    medpix = Counter(p.split for p in pairs["medpix2"])
+    assert medpix["test"] == 200 and medpix["dev"] == 197  # the published split, complete
+    assert 0 < medpix["train"] < 1653  # placeholder captions left out of train only
+    assert {p.split for p in pairs["vqa_rad"]} == {"train"}
+    with open(shared_data / "vqa_rad" / "manifest_per_image.csv", newline="") as handle:
+        held_out = {(shared_data / "vqa_rad" / r["image_path"]).resolve()
+                    for r in csv.DictReader(handle) if r["medpix_split"] in ("dev", "test")}
+    assert held_out and not held_out & {p.image for p in pairs["vqa_rad"]}
+    assert all(p.text.split(".")[0].endswith(("chest", "abdomen", "head")) for p in pairs["vqa_rad"])
+    covid = Counter(p.split for p in pairs["covid_cxr"])
+    assert set(covid) == {"train", "dev"} and 0.1 < covid["dev"] / sum(covid.values()) < 0.4
+    # Stable: the same split on every build.
+    again = build_manifests(shared_data, tmp_path / "again")
+    assert [p.split for p in read_manifest(again["covid_cxr"])] == [p.split for p in pairs["covid_cxr"]]
+
+
+def test_mixed_precision_bf16_on_cpu_and_fp16_refused_without_cuda(tmp_path):
+    config = TrainConfig(epochs=1, batch_size=16, seed=1, precision="bf16")
+    result = train(_tiny_model(), _tiny_data(32, 0), {"dev": _tiny_data(8, 1)}, config, tmp_path / "bf16")
+    assert np.isfinite(result.history[-1].train_loss)
+    with pytest.raises(TrainingError, match="CUDA"):
+        train(_tiny_model(), _tiny_data(32, 0), {"dev": _tiny_data(8, 1)},
+              TrainConfig(epochs=1, precision="fp16"), tmp_path / "fp16")

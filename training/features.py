@@ -46,19 +46,26 @@ class FeatureCache:
         self, keys: Sequence[str], compute: Callable[[list[int]], np.ndarray], chunk: int = 256
     ) -> np.ndarray:
         """Stacked vectors for ``keys``; ``compute(indices)`` fills the missing ones, ``chunk`` at a
-        time, each chunk stored before the next starts (an interrupted run keeps what it did)."""
-        found: dict[int, np.ndarray] = {}
+        time, each chunk stored before the next starts (an interrupted run keeps what it did).
+        A key repeated (the same caption or file twice) is computed once: every copy gets the
+        same bytes, now and when read back later."""
+        found: dict[str, np.ndarray] = {}
+        missing: dict[str, int] = {}  # key -> first index holding it
         for i, key in enumerate(keys):
+            if key in found or key in missing:
+                continue
             vector = self._load(key)
-            if vector is not None:
-                found[i] = vector
-        missing = [i for i in range(len(keys)) if i not in found]
-        for start in range(0, len(missing), chunk):
-            indices = missing[start : start + chunk]
-            for i, vector in zip(indices, compute(indices)):
-                self._store(keys[i], vector)
-                found[i] = vector
-        return np.stack([found[i] for i in range(len(keys))]).astype(np.float32)
+            if vector is None:
+                missing[key] = i
+            else:
+                found[key] = vector
+        todo = list(missing.items())
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
+            for (key, _), vector in zip(part, compute([i for _, i in part])):
+                self._store(key, vector)
+                found[key] = np.asarray(vector, dtype=np.float32)
+        return np.stack([found[key] for key in keys]).astype(np.float32)
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npy"

@@ -58,7 +58,7 @@ RECIPES: dict[str, Recipe] = {
     "projections": Recipe("both towers locked (LiT-style); projections and temperature learn"),
     "text-tail": Recipe(
         "image tower locked; the last 2 text transformer layers, projections and temperature learn",
-        text_layers=2, epochs=15, batch_size=128,
+        text_layers=2, epochs=10, batch_size=128,
     ),
     "image-tail": Recipe(
         "text tower locked; the image tower's last stage and head, projections and temperature "
@@ -84,10 +84,13 @@ def customise(recipe: Recipe, *, lock_image: bool | None = None, lock_text: bool
         changes["image_blocks"] = image_blocks
     if text_layers is not None:
         changes["text_layers"] = text_layers
+    # Unlocking a tower the recipe locks trains all of it, unless a depth was given.
     if lock_image is not None:
-        changes["image_blocks"] = None if lock_image else changes.get("image_blocks", recipe.image_blocks or 0)
+        unlocked = changes.get("image_blocks", recipe.image_blocks or 0)
+        changes["image_blocks"] = None if lock_image else unlocked
     if lock_text is not None:
-        changes["text_layers"] = None if lock_text else changes.get("text_layers", recipe.text_layers or 0)
+        unlocked = changes.get("text_layers", recipe.text_layers or 0)
+        changes["text_layers"] = None if lock_text else unlocked
     if views is not None:
         changes["views"] = views
     return replace(recipe, **changes)
@@ -102,6 +105,8 @@ def prepare(
     seed: int,
     log: Callable[[str], None] = lambda message: None,
 ) -> Prepared:
+    """The model at its starting point and the train / dev pairs of ``manifests`` (dev by manifest),
+    with locked towers' features read from or added to the cache at ``cache_dir``."""
     pairs = read_manifests(manifests)
     check_groups(pairs)
     train_pairs = select_split(pairs, "train")
@@ -161,6 +166,7 @@ def export_weights(model: ClipModel, path: Path, metadata: dict[str, str] | None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(out, str(path), metadata=metadata)
+    path.chmod(0o644)  # a weights file to share or ship, not a secret
     return path
 
 

@@ -78,6 +78,7 @@ def train(
     """Train ``model`` in place; its weights end as those of the best dev epoch."""
     if config.precision not in PRECISIONS:
         raise TrainingError(f"precision must be one of {', '.join(PRECISIONS)}")
+    _autocast_dtype(config)  # refuses fp16 without CUDA before any work
     if not dev_data or not any(len(d) for d in dev_data.values()):
         raise TrainingError("no dev rows: a split 'dev' is needed to choose the model")
     if len(train_data) < 2:
@@ -108,8 +109,8 @@ def train(
             raise TrainingError(f"{checkpoint_path} exists: pass resume, or choose an empty folder")
         record = _validate(model, dev_data, config, epoch=0, loss=None, seconds=0.0)
         history.append(record)
-        torch.save({"trainable": _trainable(model), "epoch": 0, "dev_score": record.dev_score},
-                   out_dir / BEST)
+        _save({"trainable": _trainable(model), "epoch": 0, "dev_score": record.dev_score}, out_dir / BEST)
+        _write_history(history, out_dir)
         on_epoch(record)
 
     for epoch in range(start, config.epochs + 1):
@@ -118,13 +119,13 @@ def train(
         record = _validate(model, dev_data, config, epoch=epoch, loss=loss,
                            seconds=time.perf_counter() - began)
         if record.dev_score > max(r.dev_score for r in history):
-            torch.save({"trainable": _trainable(model), "epoch": epoch,
-                        "dev_score": record.dev_score}, out_dir / BEST)
+            _save({"trainable": _trainable(model), "epoch": epoch, "dev_score": record.dev_score},
+                  out_dir / BEST)
         history.append(record)
-        torch.save({"trainable": _trainable(model), "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(), "epoch": epoch, "config": asdict(config),
-                    "history": [asdict(r) for r in history]}, checkpoint_path)
-        (out_dir / HISTORY).write_text(json.dumps([asdict(r) for r in history], indent=2) + "\n")
+        _save({"trainable": _trainable(model), "optimizer": optimizer.state_dict(),
+               "schedule": schedule.state_dict(), "epoch": epoch, "config": asdict(config),
+               "history": [asdict(r) for r in history]}, checkpoint_path)
+        _write_history(history, out_dir)
         on_epoch(record)
 
     best = torch.load(out_dir / BEST, map_location=config.device, weights_only=True)
@@ -139,6 +140,7 @@ def embed_pairs(model: ClipModel, data: PairData, config: TrainConfig) -> tuple[
     with torch.inference_mode(), _autocast(config):
         for start in range(0, len(data), config.batch_size):
             indices = np.arange(start, min(start + config.batch_size, len(data)))
+            # .float(): under autocast the projections may answer in half precision.
             images.append(model.embed_images(data.image_inputs(indices, None, config.device)).float().cpu())
             texts.append(model.embed_texts(data.text_inputs(indices, config.device)).float().cpu())
     return torch.cat(images).numpy(), torch.cat(texts).numpy()
@@ -148,12 +150,9 @@ def _train_epoch(model, data, optimizer, schedule, config, epoch, steps) -> floa
     model.train()
     torch.manual_seed(config.seed * 100_003 + epoch)  # dropout inside towers that learn
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-    order = torch.randperm(len(data), generator=generator).numpy()
-    batch = min(config.batch_size, len(data))
     scaler = torch.amp.GradScaler("cuda") if _autocast_dtype(config) == torch.float16 else None
     losses = []
-    for step in range(steps):
-        indices = order[step * batch : (step + 1) * batch]
+    for indices in _epoch_batches(data, min(config.batch_size, len(data)), steps, generator):
         with _autocast(config):
             images = model.embed_images(data.image_inputs(indices, generator, config.device))
             texts = model.embed_texts(data.text_inputs(indices, config.device))
@@ -164,7 +163,8 @@ def _train_epoch(model, data, optimizer, schedule, config, epoch, steps) -> floa
             scaler.unscale_(optimizer)
         else:
             loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
+        learning = [p for p in model.parameters() if p.requires_grad]
+        torch.nn.utils.clip_grad_norm_(learning, config.grad_clip)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -173,6 +173,23 @@ def _train_epoch(model, data, optimizer, schedule, config, epoch, steps) -> floa
         schedule.step()
         losses.append(float(loss.detach()))
     return float(np.mean(losses))
+
+
+def _epoch_batches(
+    data: PairData, batch: int, steps: int, generator: torch.Generator
+) -> list[np.ndarray]:
+    """A shuffled epoch in ``steps`` batches. With texts run live through a tower, each batch
+    holds texts of similar length (sorted within pools of 8 batches), so that few padding tokens
+    are computed: a random batch pads every caption to its longest clinical note."""
+    order = torch.randperm(len(data), generator=generator).numpy()
+    if data.text_features is None:
+        pool = 8 * batch
+        order = np.concatenate([
+            chunk[np.argsort([len(data.texts[i]) for i in chunk], kind="stable")]
+            for chunk in (order[start : start + pool] for start in range(0, len(order), pool))
+        ])
+    batches = [order[step * batch : (step + 1) * batch] for step in range(steps)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 def _validate(model, dev_data, config, *, epoch, loss, seconds) -> EpochRecord:
@@ -225,6 +242,17 @@ def _autocast(config: TrainConfig) -> contextlib.AbstractContextManager:
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=config.device.split(":")[0], dtype=dtype)
+
+
+def _save(state: dict, path: Path) -> None:
+    # Written aside then renamed: a run killed mid-write keeps its previous checkpoint whole.
+    partial = path.with_suffix(".partial")
+    torch.save(state, partial)
+    partial.replace(path)
+
+
+def _write_history(history: list[EpochRecord], out_dir: Path) -> None:
+    (out_dir / HISTORY).write_text(json.dumps([asdict(r) for r in history], indent=2) + "\n")
 
 
 def _trainable(model: ClipModel) -> dict[str, torch.Tensor]:

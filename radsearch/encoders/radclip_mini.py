@@ -172,8 +172,8 @@ class RadClipMini(Encoder):
     "radclip-mini",
     dim=_DIM,
     description=(
-        "EfficientNet-Lite0 (ImageNet) + all-MiniLM-L6-v2 towers projected to 512-d; "
-        "offline, CPU-friendly (built-in default)"
+        "EfficientNet-Lite0 (ImageNet) + all-MiniLM-L6-v2 towers, contrastively trained on "
+        "radiology image-text pairs into one 512-d space; offline, CPU-friendly (built-in default)"
     ),
 )
 def _create(device: str) -> Encoder:
