@@ -3,11 +3,14 @@
     python benchmarks/zeroshot.py [--model radclip-mini --model radclip-mini-untrained] [--json out.json]
 
 Tasks (built from ../shared/data into a temporary folder; nothing here trains or tunes on them):
-- medpix2 test split: modality (CT vs MRI), plane (axial, coronal, sagittal);
-- vqa_rad: body region (chest, abdomen, head) over all 314 images;
-- covid_cxr X-rays: view (PA, AP, lateral), finding (COVID-19 vs other pneumonia vs no finding);
-- VQA-RAD closed yes/no questions about a finding that maps onto a label ("Is there a pleural
-  effusion?"), one binary task per finding with enough questions.
+- medpix2 test split (held out): modality (CT vs MRI), plane (axial, coronal, sagittal), body region
+  (head, chest, abdomen, spine);
+- covid_cxr dev patients (held out from training) X-rays: view (PA, AP, lateral), finding (COVID-19
+  vs other pneumonia vs no finding);
+- vqa_rad: body region (chest, abdomen, head) and the closed yes/no questions about a finding that
+  maps onto a label ("Is there a pleural effusion?"), one binary task per finding with enough
+  questions. The shipped radclip-mini was trained on vqa_rad images with their question/answer text,
+  so for it these rows are IN-SAMPLE (marked so): they test the classifier, not generalisation.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from radsearch.encoders import DEFAULT_MODEL  # noqa: E402
+from radsearch.training.build_manifests import covid_patient_split  # noqa: E402
 from radsearch.training.zeroshot_eval import evaluate_zeroshot  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -71,22 +75,29 @@ def build_tasks(folder: Path) -> list[dict]:
             for r in medpix if r["view"] in ("Axial", "Coronal", "Sagittal")]
     tasks.append({"name": "medpix2 test: plane", "manifest": _write(folder / "p.csv", rows),
                   "column": "plane", "labels": ["axial", "coronal", "sagittal"], "label_set": "plane"})
+    location = {"Head": "head", "Thorax": "chest", "Abdomen": "abdomen", "Spine and Muscles": "spine"}
+    rows = [{"image": str(DATA / "medpix2" / r["image_path"]), "region": location[r["location_category"]]}
+            for r in medpix if r["location_category"] in location]
+    tasks.append({"name": "medpix2 test: body region", "manifest": _write(folder / "b.csv", rows),
+                  "column": "region", "labels": ["head", "chest", "abdomen", "spine"],
+                  "label_set": "body-region"})
     region = {"CHEST": "chest", "ABD": "abdomen", "HEAD": "head"}
     rows = [{"image": str(DATA / "vqa_rad" / r["image_path"]), "region": region[r["label"]]}
             for r in _read("vqa_rad/manifest_per_image.csv")]
-    tasks.append({"name": "vqa_rad: body region", "manifest": _write(folder / "r.csv", rows),
+    tasks.append({"name": "vqa_rad: body region (in-sample)", "manifest": _write(folder / "r.csv", rows),
                   "column": "region", "labels": ["chest", "abdomen", "head"], "label_set": "body-region"})
-    covid = [r for r in _read("covid_cxr/manifest.csv") if r["modality"] == "X-ray"]
+    covid = [r for r in _read("covid_cxr/manifest.csv")
+             if r["modality"] == "X-ray" and covid_patient_split(r["patientid"]) == "dev"]
     view = {"PA": "PA", "AP": "AP", "AP Supine": "AP", "L": "lateral"}
     rows = [{"image": str(DATA / "covid_cxr" / r["image_path"]), "view": view[r["view"]]}
             for r in covid if r["view"] in view]
-    tasks.append({"name": "covid_cxr X-ray: view", "manifest": _write(folder / "v.csv", rows),
+    tasks.append({"name": "covid_cxr dev X-ray: view", "manifest": _write(folder / "v.csv", rows),
                   "column": "view", "labels": ["PA", "AP", "lateral"], "label_set": "plane"})
     finding = {"COVID-19": "COVID-19 pneumonia", "No Finding": "no finding"}
     rows = [{"image": str(DATA / "covid_cxr" / r["image_path"]),
              "finding": finding.get(r["label"], "other pneumonia")}
             for r in covid if r["label"] not in ("todo", "")]
-    tasks.append({"name": "covid_cxr X-ray: finding", "manifest": _write(folder / "f.csv", rows),
+    tasks.append({"name": "covid_cxr dev X-ray: finding", "manifest": _write(folder / "f.csv", rows),
                   "column": "finding", "labels": ["COVID-19 pneumonia", "other pneumonia", "no finding"]})
     by_finding: dict[str, dict[str, str]] = {}
     for row in _read("vqa_rad/manifest.csv"):
@@ -105,7 +116,7 @@ def build_tasks(folder: Path) -> list[dict]:
         rows = [{"image": image, "answer": a} for image, a in answers.items() if a != "conflict"]
         if len(rows) >= MIN_BINARY and {"yes", "no"} <= {r["answer"] for r in rows}:
             name = re.sub(r"\W+", "_", label)
-            tasks.append({"name": f"VQA-RAD yes/no: {label}", "manifest": _write(folder / f"q_{name}.csv", rows),
+            tasks.append({"name": f"VQA-RAD yes/no (in-sample): {label}", "manifest": _write(folder / f"q_{name}.csv", rows),
                           "column": "answer", "finding": label})
     return tasks
 
