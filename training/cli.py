@@ -37,11 +37,15 @@ def _default_cache() -> Path:
 def clip(
     manifest: ManifestOpt,
     out: Annotated[Path, typer.Option("--out", help="Folder for checkpoints, history and the weights")],
-    recipe: Annotated[str, typer.Option("--recipe", help="projections, text-tail or image-tail")] = "projections",
+    recipe: Annotated[
+        str, typer.Option("--recipe", help="projections, text-tail or image-tail")
+    ] = "projections",
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1)] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=2)] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Projections and temperature")] = None,
-    tower_lr: Annotated[Optional[float], typer.Option("--tower-lr", help="Tower weights that learn")] = None,
+    tower_lr: Annotated[
+        Optional[float], typer.Option("--tower-lr", help="Tower weights that learn")
+    ] = None,
     lock_image: Annotated[
         Optional[bool], typer.Option("--lock-image/--unlock-image", help="Freeze the image tower (LiT)")
     ] = None,
@@ -49,22 +53,25 @@ def clip(
         Optional[bool], typer.Option("--lock-text/--unlock-text", help="Freeze the text tower")
     ] = None,
     image_blocks: Annotated[
-        Optional[int], typer.Option("--image-blocks", min=0, help="Unlocked image tower: train its last N "
-                                    "stages (0: all)")
+        Optional[int],
+        typer.Option("--image-blocks", min=0,
+                     help="Unlocked image tower: train its last N stages (0: all)"),
     ] = None,
     text_layers: Annotated[
-        Optional[int], typer.Option("--text-layers", min=0, help="Unlocked text tower: train its last N "
-                                    "layers (0: all)")
+        Optional[int],
+        typer.Option("--text-layers", min=0, help="Unlocked text tower: train its last N layers (0: all)"),
     ] = None,
     views: Annotated[
-        Optional[int], typer.Option("--views", min=1, help="Cached views per image with a locked image "
-                                    "tower (1: no augmentation)")
+        Optional[int],
+        typer.Option("--views", min=1, help="Cached views per image with a locked image tower "
+                     "(1: no augmentation)"),
     ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: DeviceOpt = "cpu",
     precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16")] = "auto",
     cache: Annotated[
-        Optional[Path], typer.Option("--cache", help="Feature cache [default: ~/.cache/radsearch/features]")
+        Optional[Path],
+        typer.Option("--cache", help="Feature cache [default: ~/.cache/radsearch/features]"),
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt")] = False,
     json_output: JsonOpt = False,
@@ -77,19 +84,20 @@ def clip(
         raise TrainingError(f"unknown recipe {recipe!r}; available: {', '.join(RECIPES)}")
     chosen = customise(RECIPES[recipe], lock_image=lock_image, lock_text=lock_text,
                        image_blocks=image_blocks, text_layers=text_layers, views=views)
-    overrides = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, tower_lr=tower_lr).items()
-                 if v is not None}
-    config = chosen.config(seed=seed, device=device, precision=precision, **overrides)
-    log = _log
+    given = dict(epochs=epochs, batch_size=batch_size, lr=lr, tower_lr=tower_lr)
+    config = chosen.config(seed=seed, device=device, precision=precision,
+                           **{k: v for k, v in given.items() if v is not None})
     began = time.perf_counter()
-    prepared = prepare(chosen, manifest, device=device, cache_dir=cache or _default_cache(), seed=seed, log=log)
+    prepared = prepare(chosen, manifest, device=device, cache_dir=cache or _default_cache(), seed=seed,
+                       log=_log)
 
     def on_epoch(record) -> None:
         loss = "   -   " if record.train_loss is None else f"{record.train_loss:.4f}"
-        log(f"epoch {record.epoch:3d}  loss {loss}  T {record.temperature:.4f}  "
-            f"dev mean recall {record.dev_score:.4f}  ({record.seconds:.1f} s)")
+        _log(f"epoch {record.epoch:3d}  loss {loss}  T {record.temperature:.4f}  "
+             f"dev mean recall {record.dev_score:.4f}  ({record.seconds:.1f} s)")
 
-    result = train(prepared.model, prepared.train, prepared.dev, config, out, resume=resume, on_epoch=on_epoch)
+    result = train(prepared.model, prepared.train, prepared.dev, config, out, resume=resume,
+                   on_epoch=on_epoch)
     weights = export_weights(prepared.model, Path(out) / WEIGHTS_NAME, metadata={
         "recipe": recipe, "best_epoch": str(result.best_epoch), "dev_score": f"{result.best_score:.6f}",
     })
@@ -106,16 +114,17 @@ def clip(
         _print_json(summary)
     else:
         typer.echo(f"best dev epoch {result.best_epoch} (mean recall {result.best_score:.4f}); "
-                   f"weights: {weights}")
+                   f"weights: {weights} (radsearch/model_weights/{WEIGHTS_NAME} is the shipped default)")
 
 
 @eval_app.command("retrieval")
 def retrieval(
     manifest: ManifestOpt,
-    split: Annotated[str, typer.Option("--split", help="Rows of this split (train, dev, test)")] = "test",
+    split: Annotated[str, typer.Option("--split", help="Rows of this split: train, dev or test")] = "test",
     model: Annotated[Optional[str], typer.Option("--model", help="Embedding model (see `models`)")] = None,
     weights: Annotated[
-        Optional[Path], typer.Option("--weights", help="radclip-mini weights file [default: the shipped one]")
+        Optional[Path],
+        typer.Option("--weights", help="radclip-mini weights file [default: the shipped one]"),
     ] = None,
     device: DeviceOpt = "cpu",
     json_output: JsonOpt = False,

@@ -43,7 +43,8 @@ class PairData:
         if self.image_features is not None:
             views = np.zeros(len(indices), dtype=np.int64)
             if generator is not None:
-                views = torch.randint(len(self.image_features), (len(indices),), generator=generator).numpy()
+                count = len(self.image_features)
+                views = torch.randint(count, (len(indices),), generator=generator).numpy()
             return torch.from_numpy(self.image_features[views, indices]).to(device)
         frames = self.frames[indices]
         if generator is not None and self.augmentation is not None:

@@ -25,7 +25,8 @@ def evaluate_retrieval(encoder: Encoder, pairs: Sequence[Pair]) -> dict:
     image_vectors = []
     for start in range(0, len(pairs), _BATCH):
         batch = pairs[start : start + _BATCH]
-        image_vectors.append(encoder.encode_images(read_images([p.image for p in batch], encoder.image_size)))
+        frames = read_images([p.image for p in batch], encoder.image_size)
+        image_vectors.append(encoder.encode_images(frames))
     texts = [p.text for p in pairs]
     # Each distinct caption encoded once, so identical captions get identical vectors.
     unique = list(dict.fromkeys(texts))
