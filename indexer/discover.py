@@ -1,11 +1,16 @@
-"""Walk a folder and find the files an index run reads: DICOM (by content), PNG, JPEG, reports."""
+"""Walk a folder and find the files an index run reads: DICOM (by content), PNG, JPEG, reports;
+with ``--shard i/n``, keep those of this machine's studies."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
+from radsearch.errors import RadsearchError
 from radsearch.reading import detect_kind
 from radsearch.reports import folder_report, sidecar_for_image
 
@@ -101,3 +106,71 @@ def _os_reason(error: OSError) -> str:
     if isinstance(error, PermissionError):
         return "unreadable: permission denied"
     return f"unreadable: {error.strerror or error}"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``number`` of ``count`` (1-based, written "i/n"): every study belongs to one shard.
+
+    A DICOM study is placed by an unsalted hash of its Study Instance UID, read from the header, so
+    that every machine computes the same placement and a study split over folders stays on one
+    machine; anything else (PNG/JPEG, a DICOM file without the UID) by its folder relative to the
+    indexed root - the unit of a PNG/JPEG study. A folder's report file goes with the folder's
+    DICOM study when it has one. All machines must index the same root.
+    """
+
+    number: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not match or not 1 <= int(match[1]) <= int(match[2]):
+            raise RadsearchError(f"--shard {text!r}: use i/n with 1 <= i <= n, e.g. 2/3")
+        return cls(int(match[1]), int(match[2]))
+
+    def __str__(self) -> str:
+        return f"{self.number}/{self.count}"
+
+    def owns(self, key: str) -> bool:
+        digest = hashlib.sha256(key.encode("utf-8")).digest()
+        return int.from_bytes(digest[:8], "big") % self.count == self.number - 1
+
+
+class ShardFilter:
+    """Which discovered files belong to one shard's studies."""
+
+    def __init__(self, shard: Shard, root: Path, found: list[FoundFile]):
+        self.shard = shard
+        self.root = root if root.is_dir() else root.parent
+        self._first_dicom: dict[str, str] = {}
+        for item in found:
+            if item.kind == "dicom":
+                self._first_dicom.setdefault(item.dir, item.path)
+
+    def owns(self, item: FoundFile) -> bool:
+        return self.shard.owns(self.key(item))
+
+    def key(self, item: FoundFile) -> str:
+        if item.kind == "dicom":
+            uid = _study_uid(item.path)
+        elif item.kind == "report" and item.dir in self._first_dicom:
+            uid = _study_uid(self._first_dicom[item.dir])
+        else:
+            uid = None
+        if uid:
+            return f"study:{uid}"
+        return "folder:" + Path(os.path.relpath(item.dir, self.root)).as_posix()
+
+
+@lru_cache(maxsize=4096)
+def _study_uid(path: str) -> str | None:
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                 specific_tags=["StudyInstanceUID"])
+    except Exception:  # noqa: BLE001 - an unreadable header is placed by its folder
+        return None
+    uid = str(header.get("StudyInstanceUID", "") or "").strip()
+    return uid or None

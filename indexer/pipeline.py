@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from radsearch import catalog
+from radsearch.backends import BackendSpec
 from radsearch.encoders import DEFAULT_MODEL, Encoder, create_model
+from radsearch.errors import RadsearchError
 from radsearch.indexer import aggregate, writer
-from radsearch.indexer.discover import FoundFile, discover
+from radsearch.indexer.discover import FoundFile, Shard, ShardFilter, discover
 from radsearch.indexer.report_stage import (
     apply_csv_reports,
     embed_report,
@@ -48,6 +50,9 @@ class IndexSummary:
     missing: int = 0
     images: int = 0
     reports: int = 0
+    backend: str = ""
+    sent: int = 0  # points sent to the back end by this run
+    deleted: int = 0  # points deleted from it
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     skips: list[tuple[str, str]] = field(default_factory=list)
@@ -80,18 +85,38 @@ def index_folder(
     prune: bool = False,
     model: str = DEFAULT_MODEL,
     batch_size: int = 32,
+    backend: str | None = None,
+    url: str | None = None,
+    backend_options: dict | None = None,
+    shard: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> IndexSummary:
-    """Index every study under ``root`` into ``index`` (created when absent); see the module doc."""
+    """Index every study under ``root`` into ``index`` (created when absent); see the module doc.
+
+    ``backend`` (faiss | qdrant-edge | qdrant, with ``url``) and ``backend_options`` choose where the
+    vectors are searched; the choice is recorded, so later runs and searches need not repeat it.
+    ``shard`` "i/n" indexes only the studies of shard i of n (see ``discover.Shard``), so that n
+    machines fill one Qdrant cluster without duplicates or gaps.
+    """
     started = time.perf_counter()
     index = Path(index) if index is not None else default_index_path()
     root = Path(os.path.abspath(root))
     csv_reports = load_reports_csv(Path(reports)) if reports is not None else None
+    spec = _backend_spec(backend, url, backend_options)
+    parsed_shard = Shard.parse(shard) if shard is not None else None
     encoder = create_model(model)
     summary = IndexSummary(index=str(index))
-    with Store.open_for_writing(index, encoder.describe()) as store:
+    with Store.open_for_writing(index, encoder.describe(), spec,
+                                None if parsed_shard is None else str(parsed_shard)) as store:
+        summary.backend = store.spec.describe()
+        if store.switched_from is not None:
+            summary.warnings.append(
+                f"back end changed from {store.switched_from.describe()} to {summary.backend}: "
+                "every vector is sent to the new one")
         conn = store.conn
-        plan = _plan(conn, discover(root), root, csv_reports, summary)
+        found = discover(root)
+        shard_filter = ShardFilter(parsed_shard, root, found) if parsed_shard else None
+        plan = _plan(conn, found, root, csv_reports, summary, shard_filter)
         _record_bad_files(conn, plan.bad, summary)
         _read_embed_write(
             store, encoder, plan, csv_reports,
@@ -108,9 +133,10 @@ def index_folder(
             written, unmatched = apply_csv_reports(conn, encoder, csv_reports, store.salt)
             summary.reports += written
             if unmatched:
+                others = " (rows of other shards are expected among them)" if parsed_shard else ""
                 summary.warnings.append(
                     f"{len(unmatched)} report row(s) of {reports} matched no indexed study, "
-                    f"e.g. {unmatched[0]}"
+                    f"e.g. {unmatched[0]}{others}"
                 )
         if prune:
             with catalog.transaction(conn):
@@ -121,9 +147,20 @@ def index_folder(
             summary.missing = len(plan.gone)
         aggregate.update_series(conn, store.dim, encoder.pool_slices)
         aggregate.update_studies(conn, store.dim)
-        store.save_collections()
+        for counts in store.sync_backend().values():
+            summary.sent += counts.sent
+            summary.deleted += counts.deleted
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _backend_spec(backend: str | None, url: str | None, options: dict | None) -> BackendSpec | None:
+    """The back end asked for, or None to use the index's recorded one (faiss for a new index)."""
+    if backend is None and url is None:
+        if options:
+            raise RadsearchError("back-end options need --backend")
+        return None
+    return BackendSpec(backend or "qdrant", url, dict(options or {}))
 
 
 @dataclass
@@ -136,9 +173,14 @@ class _Plan:
 
 
 def _plan(
-    conn, found: list[FoundFile], root: Path, csv_reports: CsvReports | None, summary: IndexSummary
+    conn, found: list[FoundFile], root: Path, csv_reports: CsvReports | None, summary: IndexSummary,
+    shard_filter: ShardFilter | None = None,
 ) -> _Plan:
-    """Split discovered files into work to do and files unchanged since the last run."""
+    """Split discovered files into work to do and files unchanged since the last run.
+
+    With a shard, files of other shards' studies are left alone; a file indexed here before is
+    known to be this shard's unless it changed (a changed file of another shard's study is gone).
+    """
     prefix = str(root).rstrip(os.sep) + os.sep
     prefix_len = len(prefix)
     known = {
@@ -158,9 +200,13 @@ def _plan(
         ).fetchall()
     )
     plan = _Plan()
+    seen: set[str] = set()
     for item in found:
         row = known.get(item.path)
         same_stat = row is not None and row["size"] == item.size and row["mtime_ns"] == item.mtime_ns
+        if shard_filter is not None and not same_stat and not shard_filter.owns(item):
+            continue
+        seen.add(item.path)
         if item.kind in ("png", "jpeg"):
             # A study of its own once it has had its own report: a later run without --reports
             # keeps it so.
@@ -187,7 +233,6 @@ def _plan(
         else:
             previous = row["sha256"] if row is not None and row["status"] != "failed" else None
             plan.to_read.append((item, previous))
-    seen = {item.path for item in found}
     plan.gone = sorted(path for path in known if path not in seen)
     return plan
 

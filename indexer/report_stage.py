@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +18,15 @@ from radsearch.reports import (
     CsvReports,
     ReportError,
     Sentence,
+    SplitReport,
     read_report_file,
-    report_sentences,
+    split_report,
 )
 
-
 _REPORTS_PER_TRANSACTION = 256
+
+# Called with (what the warning is about: a report file's path or a CSV key, one-line warning).
+OnWarning = Callable[[str, str], None]
 
 
 def study_key_for_image(path: str, own_study: bool) -> str:
@@ -35,13 +40,18 @@ def embed_report(encoder: Encoder, text: str) -> tuple[list[Sentence], np.ndarra
 
 def embed_reports(encoder: Encoder, texts: list[str]) -> list[tuple[list[Sentence], np.ndarray]]:
     """Sentences of each report and their vectors, embedded in large batches across reports."""
-    split = [report_sentences(text) for text in texts]
-    flat = [sentence.text for sentences in split for sentence in sentences]
+    return _embed_split(encoder, [split_report(text) for text in texts])
+
+
+def _embed_split(
+    encoder: Encoder, splits: list[SplitReport]
+) -> list[tuple[list[Sentence], np.ndarray]]:
+    flat = [sentence.text for split in splits for sentence in split.sentences]
     vectors = encoder.encode_texts(flat) if flat else np.zeros((0, encoder.dim), dtype=np.float32)
     results, offset = [], 0
-    for sentences in split:
-        results.append((sentences, vectors[offset : offset + len(sentences)]))
-        offset += len(sentences)
+    for split in splits:
+        results.append((split.sentences, vectors[offset : offset + len(split.sentences)]))
+        offset += len(split.sentences)
     return results
 
 
@@ -68,9 +78,17 @@ def _target_study(conn: sqlite3.Connection, found: FoundFile) -> tuple[int | Non
 
 
 def index_report_files(
-    conn: sqlite3.Connection, encoder: Encoder, files: list[FoundFile]
+    conn: sqlite3.Connection,
+    encoder: Encoder,
+    files: list[FoundFile],
+    *,
+    on_warning: OnWarning | None = None,
 ) -> list[tuple[str, str | None]]:
-    """Index sidecar reports; returns (path, failure reason or None) for each file."""
+    """Index sidecar reports; returns (path, failure reason or None) for each file.
+
+    A report indexed only in part (over ``MAX_REPORT_SENTENCES``) is passed to ``on_warning``
+    with one line saying so, once its transaction has committed.
+    """
     outcomes: list[tuple[str, str | None]] = []
     for chunk in _chunks(files, _REPORTS_PER_TRANSACTION):
         ready: list[tuple[FoundFile, int, str]] = []
@@ -89,7 +107,8 @@ def index_report_files(
                 failed.append((found, reason or "no study for this report"))
             else:
                 ready.append((found, study_id, text))
-        embedded = embed_reports(encoder, [text for _, _, text in ready])
+        splits = [split_report(text) for _, _, text in ready]
+        embedded = _embed_split(encoder, splits)
         with catalog.transaction(conn):
             for (found, study_id, text), (sentences, vectors) in zip(ready, embedded):
                 file_id = writer.put_file(conn, found, status="indexed", sha256=None)
@@ -101,7 +120,31 @@ def index_report_files(
                 file_id = writer.put_file(conn, found, status="failed", sha256=None, reason=reason)
                 writer.forget_file_content(conn, file_id)
                 outcomes.append((found.path, reason))
+        _warn_truncated(on_warning, [found.path for found, _, _ in ready], splits)
     return outcomes
+
+
+def _warn_truncated(on_warning: OnWarning | None, names: list[str], splits: list[SplitReport]) -> None:
+    if on_warning is None:
+        return
+    for name, split in zip(names, splits):
+        if split.truncation is not None:
+            on_warning(name, split.truncation)
+
+
+def _studies_by_real_path(conn: sqlite3.Connection) -> dict[tuple[str, str], list[int]]:
+    """Studies keyed by a file ("file:...") or folder ("dir:..."), by that path's real location.
+
+    CSV paths are resolved; discovered paths are not: under a symlinked folder, they differ.
+    """
+    studies: dict[tuple[str, str], list[int]] = {}
+    rows = conn.execute(
+        "SELECT id, key FROM studies WHERE key LIKE 'file:%' OR key LIKE 'dir:%' ORDER BY id"
+    )
+    for study_id, key in rows:
+        kind, _, path = key.partition(":")
+        studies.setdefault((kind, os.path.realpath(path)), []).append(int(study_id))
+    return studies
 
 
 def _chunks(items: list, size: int) -> list[list]:
@@ -109,31 +152,47 @@ def _chunks(items: list, size: int) -> list[list]:
 
 
 def apply_csv_reports(
-    conn: sqlite3.Connection, encoder: Encoder, reports: CsvReports, salt: str
+    conn: sqlite3.Connection,
+    encoder: Encoder,
+    reports: CsvReports,
+    salt: str,
+    *,
+    on_warning: OnWarning | None = None,
 ) -> tuple[int, list[str]]:
-    """Attach CSV report rows to their studies; returns (reports written, keys that matched none)."""
+    """Attach CSV report rows to their studies; returns (reports written, keys that matched none).
+
+    A row indexed only in part is passed to ``on_warning`` with its key, as in ``index_report_files``.
+    """
     unmatched: list[str] = []
-    pending: list[tuple[int, str]] = []
-    entries = [(f"file:{path}", f"dir:{path}", row) for path, row in reports.by_path.items()]
-    entries += [(salted_hash(key, salt), key, row) for key, row in reports.by_key.items()]
-    for first, second, row in entries:
+    pending: list[tuple[int, str, str]] = []
+    by_path = _studies_by_real_path(conn)
+    targets = [
+        (by_path.get(("file", path)) or by_path.get(("dir", path)) or [], row)
+        for path, row in reports.by_path.items()
+    ]
+    for key, row in reports.by_key.items():
+        hashed = salted_hash(key, salt)
         found = conn.execute(
             "SELECT id FROM studies WHERE key IN (?, ?) ORDER BY key = ? DESC LIMIT 1",
-            (first, second, first),
+            (hashed, key, hashed),
         ).fetchone()
-        if found is None:
+        targets.append(([int(found[0])] if found else [], row))
+    for study_ids, row in targets:
+        if not study_ids:
             unmatched.append(row.key)
-            continue
-        existing = conn.execute(
-            "SELECT text FROM reports WHERE study_id = ? AND source = 'csv'", (int(found[0]),)
-        ).fetchall()
-        if not (len(existing) == 1 and existing[0]["text"] == row.text):
-            pending.append((int(found[0]), row.text))
+        for study_id in study_ids:
+            existing = conn.execute(
+                "SELECT text FROM reports WHERE study_id = ? AND source = 'csv'", (study_id,)
+            ).fetchall()
+            if not (len(existing) == 1 and existing[0]["text"] == row.text):
+                pending.append((study_id, row.key, row.text))
     for chunk in _chunks(pending, _REPORTS_PER_TRANSACTION):
-        embedded = embed_reports(encoder, [text for _, text in chunk])
+        splits = [split_report(text) for _, _, text in chunk]
+        embedded = _embed_split(encoder, splits)
         with catalog.transaction(conn):
-            for (study_id, text), (sentences, vectors) in zip(chunk, embedded):
+            for (study_id, _, text), (sentences, vectors) in zip(chunk, embedded):
                 conn.execute("DELETE FROM reports WHERE study_id = ? AND source = 'csv'", (study_id,))
                 writer.put_report(conn, study_id=study_id, file_id=None, source="csv", text=text,
                                   sentences=sentences, vectors=vectors)
+        _warn_truncated(on_warning, [key for _, key, _ in chunk], splits)
     return len(pending), unmatched

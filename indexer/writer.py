@@ -17,11 +17,25 @@ _IMAGE_FILTER_FIELDS = ("modality", "body_part", "view", "study_date")
 
 
 def put_vector(conn: sqlite3.Connection, collection: str, ref_id: int, vector: np.ndarray) -> None:
+    """Store a row's vector as a new vector row. Ids are never reused (SQLite would reuse the
+    largest after a delete), so an id names one value and the back ends sync by ids alone."""
+    conn.execute("DELETE FROM vectors WHERE collection = ? AND ref_id = ?", (collection, ref_id))
     conn.execute(
-        "INSERT INTO vectors(collection, ref_id, vec) VALUES (?, ?, ?) "
-        "ON CONFLICT(collection, ref_id) DO UPDATE SET vec = excluded.vec",
-        (collection, ref_id, vector_to_blob(vector)),
+        "INSERT INTO vectors(id, collection, ref_id, vec) VALUES (?, ?, ?, ?)",
+        (_next_vector_id(conn), collection, ref_id, vector_to_blob(vector)),
     )
+
+
+def _next_vector_id(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'vectors.last_id'").fetchone()
+    largest = conn.execute("SELECT COALESCE(MAX(id), 0) FROM vectors").fetchone()[0]
+    next_id = max(int(row[0]) if row else 0, int(largest)) + 1
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES ('vectors.last_id', ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (str(next_id),),
+    )
+    return next_id
 
 
 def put_file(

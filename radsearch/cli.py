@@ -33,6 +33,16 @@ BodyPartOpt = Annotated[Optional[str], typer.Option("--body-part", help="e.g. CH
 ViewOpt = Annotated[Optional[str], typer.Option("--view", help="e.g. PA, AP, LATERAL, AXIAL")]
 DateFromOpt = Annotated[Optional[str], typer.Option("--date-from", help="YYYY-MM-DD")]
 DateToOpt = Annotated[Optional[str], typer.Option("--date-to", help="YYYY-MM-DD")]
+BackendOpt = Annotated[
+    Optional[str],
+    typer.Option("--backend", help="faiss | qdrant-edge | qdrant [default: the index's recorded one, "
+                 "else faiss]"),
+]
+UrlOpt = Annotated[
+    Optional[str],
+    typer.Option("--url", help="Qdrant server/cluster URL, http(s)://host:6333 (API key from "
+                 "$RADSEARCH_QDRANT_API_KEY)"),
+]
 
 
 def _filters(modality, body_part, view, date_from, date_to):
@@ -58,16 +68,30 @@ def index(
     ] = None,
     prune: Annotated[bool, typer.Option("--prune", help="Remove entries whose files are gone")] = False,
     model: Annotated[Optional[str], typer.Option("--model", help="Embedding model (see `models`)")] = None,
+    backend: BackendOpt = None,
+    url: UrlOpt = None,
+    backend_opt: Annotated[
+        Optional[list[str]],
+        typer.Option("--backend-opt", help="KEY=VALUE back-end option, repeatable (e.g. "
+                     "shard_number=6, replication_factor=2, quantization=scalar, faiss_index=hnsw)"),
+    ] = None,
+    shard: Annotated[
+        Optional[str],
+        typer.Option("--shard", help="i/n: index only shard i of n (n machines, one Qdrant cluster)"),
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Index a folder: new and changed files are embedded, unchanged files skipped."""
+    from radsearch.backends import parse_options
     from radsearch.encoders import DEFAULT_MODEL
     from radsearch.indexer import index_folder
 
     summary = _run_with_progress(
         lambda on_progress: index_folder(
             path, index=index, reports=reports, workers=workers, prune=prune,
-            model=model or DEFAULT_MODEL, on_progress=on_progress,
+            model=model or DEFAULT_MODEL, backend=backend, url=url,
+            backend_options=parse_options(backend_opt or []), shard=shard,
+            on_progress=on_progress,
         ),
         quiet=json_output,
     )
@@ -87,7 +111,7 @@ def index(
     out.print(
         f"indexed {summary.indexed}, unchanged {summary.unchanged}, failed {summary.failed}, "
         f"skipped {summary.skipped}{gone} - {summary.images} images, {summary.reports} reports "
-        f"in {summary.seconds:.1f} s -> {summary.index}",
+        f"in {summary.seconds:.1f} s -> {summary.index} ({summary.backend})",
         highlight=False,
         soft_wrap=True,
     )
@@ -142,12 +166,14 @@ def search(
     view: ViewOpt = None,
     date_from: DateFromOpt = None,
     date_to: DateToOpt = None,
+    backend: BackendOpt = None,
+    url: UrlOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Text search: the studies whose images (or report sentences) best match TEXT."""
     from radsearch.retrieval import search as run_search
 
-    results = run_search(text, index=index, k=k, target=target,
+    results = run_search(text, index=index, k=k, target=target, backend=backend, url=url,
                          filters=_filters(modality, body_part, view, date_from, date_to))
     _print_results(results, json_output)
 
@@ -162,12 +188,14 @@ def similar(
     view: ViewOpt = None,
     date_from: DateFromOpt = None,
     date_to: DateToOpt = None,
+    backend: BackendOpt = None,
+    url: UrlOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Similar cases: the studies whose images are closest to a file or an indexed study."""
     from radsearch.retrieval import similar as run_similar
 
-    results = run_similar(query, index=index, k=k,
+    results = run_similar(query, index=index, k=k, backend=backend, url=url,
                           filters=_filters(modality, body_part, view, date_from, date_to))
     _print_results(results, json_output)
 
@@ -254,6 +282,7 @@ def stats(index: IndexOpt = None, json_output: JsonOpt = False) -> None:
         out.print(f"{key:10} {data[key]}", highlight=False)
     out.print(f"model      {data['model']['name']} ({data['model']['dim']}-d)", highlight=False)
     out.print(f"index      {data['index']}", highlight=False)
+    out.print(f"backend    {data['backend']}", highlight=False)
 
 
 @app.command()

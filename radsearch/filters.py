@@ -1,10 +1,11 @@
-"""Metadata filters (modality, body part, view, study date) as SQL over the images table."""
+"""Metadata filters (modality, body part, view, study date), as the back ends apply them."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
+from radsearch.backends.base import PointFilter
 from radsearch.errors import RadsearchError
 
 # What users type -> the DICOM Modality values it means.
@@ -46,23 +47,15 @@ class Filters:
     def active(self) -> bool:
         return any(getattr(self, name) for name in self.__dataclass_fields__)
 
-    def image_sql(self, table: str = "images") -> tuple[str, list]:
-        """A WHERE clause over ``table`` (the images table) and its arguments."""
-        clauses: list[str] = []
-        args: list = []
+    def point_filter(self) -> PointFilter:
+        """These filters on the back ends' payloads (upper-cased keywords, ``study_day`` YYYYMMDD)."""
+        any_of: dict[str, tuple[str, ...]] = {}
         if self.modality:
-            wanted = _MODALITY_ALIASES.get(self.modality.upper(), (self.modality.upper(),))
-            clauses.append(f"UPPER({table}.modality) IN ({','.join('?' * len(wanted))})")
-            args.extend(wanted)
+            wanted = self.modality.strip().upper()
+            any_of["modality"] = _MODALITY_ALIASES.get(wanted, (wanted,))
         for field in ("body_part", "view"):
             value = getattr(self, field)
             if value:
-                clauses.append(f"UPPER({table}.{field}) = ?")
-                args.append(value.upper())
-        if self.date_from:
-            clauses.append(f"{table}.study_date >= ?")
-            args.append(self.date_from)
-        if self.date_to:
-            clauses.append(f"{table}.study_date <= ?")
-            args.append(self.date_to)
-        return (" AND ".join(clauses) or "1"), args
+                any_of[field] = (value.strip().upper(),)
+        days = tuple(int(d.replace("-", "")) if d else None for d in (self.date_from, self.date_to))
+        return PointFilter.build(any_of=any_of, ranges={"study_day": days})

@@ -31,12 +31,14 @@ import csv
 import io
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from radsearch.errors import RadsearchError
 
 MAX_REPORT_BYTES = 2 * 1024 * 1024
+MAX_REPORT_SENTENCES = 2000  # a report is tens of sentences; more is a dump, embedded only in part
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"})
 SIDECAR_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 PREAMBLE = "REPORT"
@@ -257,17 +259,36 @@ def split_sentences(text: str) -> list[str]:
     return out
 
 
-def report_sentences(text: str, *, max_sentences: int = 2000) -> list[Sentence]:
-    """Sections, then sentences, in report order; keeps the first ``max_sentences``."""
+@dataclass(frozen=True)
+class SplitReport:
+    sentences: list[Sentence]  # the first ``max_sentences`` of the report
+    total: int  # sentences in the whole report: more than ``len(sentences)`` when capped
+
+    @property
+    def truncation(self) -> str | None:
+        """One line saying what was left out, None when nothing was."""
+        if self.total <= len(self.sentences):
+            return None
+        return f"report truncated to {len(self.sentences)} of {self.total} sentences"
+
+
+def split_report(text: str, *, max_sentences: int = MAX_REPORT_SENTENCES) -> SplitReport:
+    """Sections, then sentences, in report order; keeps the first ``max_sentences`` and counts all."""
     if max_sentences < 1:
         raise ValueError(f"max_sentences must be at least 1, got {max_sentences}")
-    result: list[Sentence] = []
+    kept: list[Sentence] = []
+    total = 0
     for section, body in split_sections(text):
         for sentence in split_sentences(body):
-            if len(result) == max_sentences:
-                return result
-            result.append(Sentence(section, len(result), sentence))
-    return result
+            if total < max_sentences:
+                kept.append(Sentence(section, total, sentence))
+            total += 1
+    return SplitReport(kept, total)
+
+
+def report_sentences(text: str, *, max_sentences: int = MAX_REPORT_SENTENCES) -> list[Sentence]:
+    """Sections, then sentences, in report order; keeps the first ``max_sentences``."""
+    return split_report(text, max_sentences=max_sentences).sentences
 
 
 # --- report files -------------------------------------------------------------------------------------
@@ -430,6 +451,14 @@ def _merge(old: CsvReport | None, new: CsvReport) -> CsvReport:
     return CsvReport(old.key, text, {**new.metadata, **old.metadata})
 
 
+def _csv_rows(reader: Iterator[list[str]]) -> Iterator[list[str]]:
+    """The reader's rows; a malformed row is a ReportError naming its line."""
+    try:
+        yield from reader
+    except csv.Error as error:
+        raise ReportError(f"reports CSV line {reader.line_num}: {error}") from None
+
+
 def load_reports_csv(path: Path) -> CsvReports:
     """Reports from a CSV with a key column and a text column; see the module docstring."""
     path = Path(path)
@@ -437,8 +466,11 @@ def load_reports_csv(path: Path) -> CsvReports:
         text = decode_text(path.read_bytes())
     except OSError as error:
         raise ReportError(f"cannot read reports CSV: {error.strerror or error}") from None
+    # A long report is over csv's default field limit (128 kB); a report file may hold 2 MB.
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_REPORT_BYTES))
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
+    rows = _csv_rows(reader)
+    header = next(rows, None)
     if not header:
         raise ReportError("reports CSV is empty (expected a header row)")
     columns = [_column_name(h) for h in header]
@@ -456,7 +488,7 @@ def load_reports_csv(path: Path) -> CsvReports:
 
     base = path.resolve().parent
     reports = CsvReports(by_path={}, by_key={})
-    for row in reader:
+    for row in rows:
         row += [""] * (len(columns) - len(row))
         key, body = row[key_i].strip(), row[text_i].strip()
         if not key:

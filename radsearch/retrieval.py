@@ -1,14 +1,21 @@
-"""Search an index: text -> images or reports, image -> similar cases; results grouped by study."""
+"""Search an index: text -> images or reports, image -> similar cases; results grouped by study.
+
+Results are built from the back end's payloads alone (see ``backends.payloads``), so the same code
+answers from the local FAISS store, an embedded Qdrant, or a Qdrant cluster searched from a machine
+that did not index it. The catalog is used only to resolve what the user names (a file, a UID).
+"""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from radsearch.backends import Backend, BackendSpec, Hit, PointFilter
 from radsearch.encoders import Encoder, create_model
 from radsearch.errors import RadsearchError
 from radsearch.filters import Filters
@@ -61,8 +68,16 @@ def _query_encoder(store: Store) -> Encoder:
     return encoder
 
 
-def _open(index: Path | None) -> Store:
-    return Store.open_for_reading(Path(index) if index is not None else default_index_path())
+def backend_spec(backend: str | None, url: str | None) -> BackendSpec | None:
+    """The back end named on the command line, if any (else the index's recorded one is used)."""
+    if backend is None and url is None:
+        return None
+    return BackendSpec(backend or "qdrant", url)
+
+
+def _open(index: Path | None, backend: str | None, url: str | None) -> Store:
+    path = Path(index) if index is not None else default_index_path()
+    return Store.open_for_reading(path, backend_spec(backend, url))
 
 
 def search(
@@ -72,20 +87,23 @@ def search(
     k: int = 10,
     filters: Filters | None = None,
     target: str = "images",
+    backend: str | None = None,
+    url: str | None = None,
 ) -> SearchResults:
-    """Text query -> the k best studies, by their images (``images``) or report sentences (``reports``)."""
+    """Text query -> the k best studies, by their images (``images``) or report sentences (``reports``).
+
+    ``backend``/``url`` search another store than the index's own (e.g. a Qdrant cluster)."""
     if target not in TARGETS:
         raise RadsearchError(f"unknown search target {target!r}: use one of {', '.join(TARGETS)}")
     if not text.strip():
         raise RadsearchError("empty query text")
-    filters = filters or Filters()
-    with _open(index) as store:
+    point_filter = (filters or Filters()).point_filter()
+    with _open(index, backend, url) as store:
         query = _query_encoder(store).encode_texts([text])[0]
-        with store.snapshot() as conn:
-            if target == "images":
-                hits = _image_search(store, conn, query, k, filters)
-            else:
-                hits = _sentence_search(store, conn, query, k, filters)
+        if target == "images":
+            hits = image_search(store.backend, query, k, point_filter)
+        else:
+            hits = sentence_search(store.backend, query, k, point_filter)
     return SearchResults(query=text, target=target, hits=hits)
 
 
@@ -95,27 +113,27 @@ def similar(
     index: Path | None = None,
     k: int = 10,
     filters: Filters | None = None,
+    backend: str | None = None,
+    url: str | None = None,
 ) -> SearchResults:
     """Cases similar to an image file (not necessarily indexed) or to an indexed study/series/image.
 
     The query's own study is left out of the results.
     """
-    filters = filters or Filters()
-    with _open(index) as store:
-        with store.snapshot() as conn:
-            path = Path(query)
-            if path.exists():
-                vector = _embed_file(store, path)
-                exclude = _studies_of_file(conn, os.path.abspath(path))
-            else:
-                study_id = _resolve_study(store, conn, str(query))
-                vector = _stored_vector(store, conn, "studies", study_id)
-                exclude = {study_id}
-            hits = _image_search(store, conn, vector, k, filters, exclude=exclude)
+    point_filter = (filters or Filters()).point_filter()
+    with _open(index, backend, url) as store:
+        path = Path(query)
+        if path.exists():
+            vector, exclude = _embed_file(store, path)
+        else:
+            vector, study = _study_vector(store, str(query))
+            exclude = {study}
+        hits = image_search(store.backend, vector, k, point_filter.excluding("study", sorted(exclude)))
     return SearchResults(query=str(query), target="images", hits=hits)
 
 
-def _embed_file(store: Store, path: Path) -> np.ndarray:
+def _embed_file(store: Store, path: Path) -> tuple[np.ndarray, set[str]]:
+    """The file's pooled embedding, and the keys of its study (to leave out of the results)."""
     from radsearch.reading import ReadError, SkipFile, read_file
 
     encoder = _query_encoder(store)
@@ -127,27 +145,50 @@ def _embed_file(store: Store, path: Path) -> np.ndarray:
         raise RadsearchError(f"{path}: holds no image to compare")
     vectors = encoder.encode_images(np.stack([frame.pixels for frame in result.frames]))
     pooled = vectors.mean(axis=0)
-    return pooled / max(float(np.linalg.norm(pooled)), 1e-12)
+    own = {result.study_uid_hash} if result.study_uid_hash else set()
+    if store.conn is not None:
+        with store.snapshot() as conn:
+            own |= _studies_of_file(conn, os.path.abspath(path))
+    return pooled / max(float(np.linalg.norm(pooled)), 1e-12), own
 
 
-def _studies_of_file(conn: sqlite3.Connection, path: str) -> set[int]:
+def _studies_of_file(conn: sqlite3.Connection, path: str) -> set[str]:
     return {
         row[0]
         for row in conn.execute(
-            "SELECT DISTINCT images.study_id FROM images JOIN files ON files.id = images.file_id "
-            "WHERE files.path = ?",
+            "SELECT DISTINCT studies.key FROM images JOIN files ON files.id = images.file_id "
+            "JOIN studies ON studies.id = images.study_id WHERE files.path = ?",
             (path,),
         )
     }
 
 
-def _stored_vector(store: Store, conn: sqlite3.Connection, collection: str, ref_id: int) -> np.ndarray:
+def _study_vector(store: Store, ref: str) -> tuple[np.ndarray, str]:
+    """The study vector of an indexed study, series or image named by key, UID or file path:
+    from the catalog when this machine indexed it, else from the back end's studies."""
+    from radsearch.reading import salted_hash
     from radsearch.vectors import read_vectors
 
-    try:
-        return read_vectors(conn, collection, [ref_id], store.dim)[0]
-    except KeyError:
-        raise RadsearchError("that study has no image embedding to compare") from None
+    if store.conn is not None:
+        with store.snapshot() as conn:
+            study_id = resolve_study_id(store, conn, ref)
+            if study_id is not None:
+                key = conn.execute("SELECT key FROM studies WHERE id = ?", (study_id,)).fetchone()[0]
+                try:
+                    return read_vectors(conn, "studies", [study_id], store.dim)[0], key
+                except KeyError:
+                    raise RadsearchError("that study has no image embedding to compare") from None
+    keys = [ref, salted_hash(ref, store.salt)]
+    for collection in ("studies", "series"):
+        field = "study" if collection == "studies" else "series"
+        found = store.backend.fetch(collection, PointFilter.build(any_of={field: keys}), 1)
+        if found:
+            study = found[0].payload["study"]
+            records = store.backend.fetch("studies", PointFilter.build(any_of={"study": [study]}),
+                                          1, with_vectors=True)
+            if records:
+                return records[0].vector, study
+    raise RadsearchError(f"{ref}: no such file, and no indexed study, series or image with that id")
 
 
 def resolve_study_id(store: Store, conn: sqlite3.Connection, ref: str) -> int | None:
@@ -177,168 +218,73 @@ def resolve_study_id(store: Store, conn: sqlite3.Connection, ref: str) -> int | 
     return None
 
 
-def _resolve_study(store: Store, conn: sqlite3.Connection, ref: str) -> int:
-    study_id = resolve_study_id(store, conn, ref)
-    if study_id is None:
-        raise RadsearchError(f"{ref}: no such file, and no indexed study, series or image with that id")
-    return study_id
-
-
-def _allowed_image_vectors(conn: sqlite3.Connection, filters: Filters) -> np.ndarray | None:
-    if not filters.active:
-        return None
-    where, args = filters.image_sql("images")
-    rows = conn.execute(
-        "SELECT vectors.id FROM images JOIN vectors ON vectors.collection = 'images' "
-        f"AND vectors.ref_id = images.id WHERE {where}",
-        args,
-    )
-    return np.fromiter((row[0] for row in rows), dtype=np.int64)
-
-
-def _grow_until_k_studies(search_fn, k: int, total: int, studies_of) -> list:
-    """Fetch more neighbours until they cover k distinct studies (or the collection ends)."""
+def _by_study(search_fn: Callable[[int], list[Hit]], k: int) -> list[tuple[str, list[Hit]]]:
+    """Fetch more neighbours until they cover k distinct studies (or the collection ends); the
+    k best studies with their hits, best first."""
     fetch = max(k * 8, 32)
     while True:
-        scores, ids = search_fn(fetch)
-        rows = studies_of(scores, ids)
-        distinct = {row[0] for row in rows}
-        if len(distinct) >= k or fetch >= total or len(ids) < fetch:
-            return rows
+        hits = search_fn(fetch)
+        grouped: dict[str, list[Hit]] = {}
+        for hit in hits:
+            grouped.setdefault(hit.payload["study"], []).append(hit)
+        if len(grouped) >= k or len(hits) < fetch:
+            return sorted(grouped.items(), key=lambda item: -item[1][0].score)[:k]
         fetch *= 4
 
 
-def _image_search(
-    store: Store,
-    conn: sqlite3.Connection,
-    vector: np.ndarray,
-    k: int,
-    filters: Filters,
-    exclude: set[int] | None = None,
-) -> list[StudyHit]:
-    collection = store.collection("images")
-    allowed = _allowed_image_vectors(conn, filters)
-    exclude = exclude or set()
-
-    def run(fetch: int):
-        scores, ids = collection.search(vector[None, :], fetch, allowed)
-        return scores[0], ids[0]
-
-    def rows_for(scores: np.ndarray, ids: np.ndarray) -> list:
-        info = _image_rows(conn, [int(i) for i in ids if i >= 0])
-        return [
-            (info[int(i)]["study_id"], float(s), info[int(i)])
-            for s, i in zip(scores, ids)
-            if i >= 0 and int(i) in info and info[int(i)]["study_id"] not in exclude
-        ]
-
-    rows = _grow_until_k_studies(run, k, collection.size, rows_for)
-    grouped: dict[int, list] = {}
-    for study_id, score, row in rows:
-        grouped.setdefault(study_id, []).append((score, row))
-    ranked = sorted(grouped.items(), key=lambda item: -item[1][0][0])[:k]
+def image_search(backend: Backend, vector: np.ndarray, k: int,
+                 point_filter: PointFilter) -> list[StudyHit]:
+    """The k best studies by their images, each with its five best matching images."""
+    ranked = _by_study(lambda fetch: backend.search("images", vector, fetch, point_filter), k)
+    keys = [study for study, _ in ranked]
+    cards = {
+        record.payload["study"]: record.payload
+        for record in backend.fetch("studies", PointFilter.build(any_of={"study": keys}), len(keys))
+    } if keys else {}
     hits = []
-    for study_id, matches in ranked:
-        hit = _study_hit(conn, study_id, matches[0][0])
+    for study, matches in ranked:
+        # A study indexed but not yet aggregated has no card: describe it by its best image.
+        hit = _study_hit(cards.get(study) or _card_of_image(matches[0].payload), matches[0].score)
         hit.images = [
-            ImageHit(path=row["path"], frame=row["frame"], score=score, modality=row["modality"],
-                     view=row["view"])
-            for score, row in matches[:5]
+            ImageHit(path=m.payload["path"], frame=m.payload["frame"], score=m.score,
+                     modality=m.payload.get("modality"), view=m.payload.get("view"))
+            for m in matches[:5]
         ]
         hits.append(hit)
     return hits
 
 
-def _image_rows(conn: sqlite3.Connection, vector_ids: list[int]) -> dict[int, sqlite3.Row]:
-    found: dict[int, sqlite3.Row] = {}
-    for start in range(0, len(vector_ids), 900):
-        chunk = vector_ids[start : start + 900]
-        marks = ",".join("?" * len(chunk))
-        for row in conn.execute(
-            "SELECT vectors.id AS vid, images.study_id, images.frame, images.modality, images.view, "
-            "files.path FROM vectors JOIN images ON images.id = vectors.ref_id "
-            "JOIN files ON files.id = images.file_id "
-            f"WHERE vectors.collection = 'images' AND vectors.id IN ({marks})",
-            chunk,
-        ):
-            found[row["vid"]] = row
-    return found
-
-
-def _sentence_search(
-    store: Store, conn: sqlite3.Connection, vector: np.ndarray, k: int, filters: Filters
-) -> list[StudyHit]:
-    collection = store.collection("sentences")
-    allowed = None
-    if filters.active:
-        where, args = filters.image_sql("images")
-        allowed = np.fromiter(
-            (row[0] for row in conn.execute(
-                "SELECT vectors.id FROM sentences JOIN vectors ON vectors.collection = 'sentences' "
-                "AND vectors.ref_id = sentences.id WHERE sentences.study_id IN "
-                f"(SELECT study_id FROM images WHERE {where})",
-                args,
-            )),
-            dtype=np.int64,
-        )
-
-    def run(fetch: int):
-        scores, ids = collection.search(vector[None, :], fetch, allowed)
-        return scores[0], ids[0]
-
-    def rows_for(scores: np.ndarray, ids: np.ndarray) -> list:
-        wanted = [int(i) for i in ids if i >= 0]
-        info: dict[int, sqlite3.Row] = {}
-        for start in range(0, len(wanted), 900):
-            chunk = wanted[start : start + 900]
-            for row in conn.execute(
-                "SELECT vectors.id AS vid, sentences.study_id, sentences.text, sentences.section "
-                "FROM vectors JOIN sentences ON sentences.id = vectors.ref_id "
-                f"WHERE vectors.collection = 'sentences' AND vectors.id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            ):
-                info[row["vid"]] = row
-        return [(info[int(i)]["study_id"], float(s), info[int(i)])
-                for s, i in zip(scores, ids) if int(i) in info]
-
-    rows = _grow_until_k_studies(run, k, collection.size, rows_for)
-    grouped: dict[int, list] = {}
-    for study_id, score, row in rows:
-        grouped.setdefault(study_id, []).append((score, row))
-    ranked = sorted(grouped.items(), key=lambda item: -item[1][0][0])[:k]
+def sentence_search(backend: Backend, vector: np.ndarray, k: int,
+                    point_filter: PointFilter) -> list[StudyHit]:
+    """The k best studies by their report sentences, each with its three best sentences."""
+    ranked = _by_study(lambda fetch: backend.search("sentences", vector, fetch, point_filter), k)
     hits = []
-    for study_id, matches in ranked:
-        hit = _study_hit(conn, study_id, matches[0][0])
-        hit.sentences = [
-            SentenceHit(text=row["text"], section=row["section"], score=score)
-            for score, row in matches[:3]
-        ]
-        hit.images = [
-            ImageHit(path=row["path"], frame=row["frame"], score=0.0, modality=row["modality"],
-                     view=row["view"])
-            for row in conn.execute(
-                "SELECT files.path, images.frame, images.modality, images.view FROM images "
-                "JOIN files ON files.id = images.file_id WHERE images.study_id = ? "
-                "ORDER BY images.series_id, images.slice_order LIMIT 3",
-                (study_id,),
-            )
-        ]
+    for _, matches in ranked:
+        card = matches[0].payload
+        hit = _study_hit(card, matches[0].score)
+        hit.sentences = [SentenceHit(text=m.payload["text"], section=m.payload["section"],
+                                     score=m.score) for m in matches[:3]]
+        hit.images = [ImageHit(path=image["path"], frame=image["frame"], score=0.0,
+                               modality=image.get("modality"), view=image.get("view"))
+                      for image in card.get("preview", [])]
         hits.append(hit)
     return hits
 
 
-def _study_hit(conn: sqlite3.Connection, study_id: int, score: float) -> StudyHit:
-    study = conn.execute(
-        "SELECT key, study_date, description FROM studies WHERE id = ?", (study_id,)
-    ).fetchone()
-    series = conn.execute(
-        "SELECT DISTINCT modality, body_part FROM series WHERE study_id = ?", (study_id,)
-    ).fetchall()
+def _card_of_image(payload: dict) -> dict:
+    return {
+        "study": payload["study"], "study_date": payload.get("study_date"), "description": None,
+        "modality": [payload["modality"]] if payload.get("modality") else [],
+        "body_part": [payload["body_part"]] if payload.get("body_part") else [],
+    }
+
+
+def _study_hit(card: dict, score: float) -> StudyHit:
     return StudyHit(
-        study=study["key"],
+        study=card["study"],
         score=score,
-        study_date=study["study_date"],
-        description=study["description"],
-        modalities=sorted({row["modality"] for row in series if row["modality"]}),
-        body_parts=sorted({row["body_part"] for row in series if row["body_part"]}),
+        study_date=card.get("study_date"),
+        description=card.get("description"),
+        modalities=list(card.get("modality") or []),
+        body_parts=list(card.get("body_part") or []),
     )

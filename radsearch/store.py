@@ -1,10 +1,16 @@
-"""An index directory: the SQLite catalog, the FAISS collections and the model record.
+"""An index directory: the SQLite catalog, the model record and the search back end.
 
 Layout::
 
-    INDEX/catalog.sqlite        catalog (WAL mode) - the source of truth
-    INDEX/vectors/NAME.faiss    one FAISS cache per collection
-    INDEX/write.lock            held by the one run that writes
+    INDEX/catalog.sqlite      catalog (WAL mode) - the source of truth, with the back-end ledger
+    INDEX/faiss/              the faiss back end: points.sqlite + one .faiss file per collection
+    INDEX/qdrant-edge/        the qdrant-edge back end: one Edge shard per collection
+    INDEX/write.lock          held by the one run that writes
+
+The back end is recorded in the catalog (meta ``backend``) when an index is first written, so later
+commands use it without being told. Every store keeps its own record (model, salt, instance id):
+machines writing one Qdrant cluster adopt the salt of whichever came first, so their study keys
+agree, and a machine with no catalog of its own can search the cluster from that record alone.
 """
 
 from __future__ import annotations
@@ -14,18 +20,20 @@ import json
 import os
 import secrets
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 from radsearch import catalog
+from radsearch.backends import Backend, BackendSpec, open_backend
+from radsearch.backends import sync as backend_sync
 from radsearch.errors import IndexNotFoundError, ModelMismatchError, RadsearchError
-from radsearch.vectors import VectorCollection
 
 CATALOG_FILE = "catalog.sqlite"
-VECTORS_DIR = "vectors"
 LOCK_FILE = "write.lock"
+_MODEL_KEYS = ("model.name", "model.weights_hash", "model.dim")
 
 
 def default_index_path() -> Path:
@@ -45,18 +53,23 @@ def model_record(describe: dict) -> dict[str, str]:
 
 
 class Store:
-    """An open index directory. Use :meth:`open_for_writing` or :meth:`open_for_reading`."""
+    """An open index. Use :meth:`open_for_writing` or :meth:`open_for_reading`."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, lock: IO | None):
+    def __init__(self, path: Path, conn: sqlite3.Connection | None, lock: IO | None,
+                 spec: BackendSpec, record: dict | None = None):
         self.path = path
         self.conn = conn
+        self.spec = spec
         self._lock = lock
-        self._collections: dict[str, VectorCollection] = {}
-        self._seen_version: int | None = None
+        self._record = record  # the back end's record, for a reader without a catalog
+        self._backend: Backend | None = None
+        self.switched_from: BackendSpec | None = None
 
     @classmethod
-    def open_for_writing(cls, path: Path, describe: dict) -> Store:
-        """Create or open an index to add embeddings of the model ``describe`` (Encoder.describe())."""
+    def open_for_writing(cls, path: Path, describe: dict, backend: BackendSpec | None = None,
+                         shard: str | None = None) -> Store:
+        """Create or open an index to add embeddings of the model ``describe`` (Encoder.describe()),
+        kept in ``backend`` (default: the one recorded, else faiss) as shard ``shard`` ("i/n")."""
         path.mkdir(parents=True, exist_ok=True)
         lock = open(path / LOCK_FILE, "a+")
         try:
@@ -65,27 +78,48 @@ class Store:
             lock.close()
             raise RadsearchError(f"{path}: another radsearch run is writing to this index") from None
         conn = catalog.connect(path / CATALOG_FILE)
-        store = cls(path, conn, lock)
+        store = cls(path, conn, lock, BackendSpec())
         try:
             store._claim_model(model_record(describe))
+            store._claim_shard(shard)
+            store._claim_backend(backend)
+            store._bind_backend()
         except BaseException:
             store.close()
             raise
         return store
 
     @classmethod
-    def open_for_reading(cls, path: Path) -> Store:
-        if not (path / CATALOG_FILE).exists():
-            raise IndexNotFoundError(f"{path}: no radsearch index here (run `radsearch index` first)")
-        return cls(path, catalog.connect(path / CATALOG_FILE, readonly=True), None)
+    def open_for_reading(cls, path: Path, backend: BackendSpec | None = None) -> Store:
+        """Open an index to search it: its catalog and recorded back end (or ``backend``). With no
+        catalog at ``path``, a Qdrant ``backend`` alone is searched from its own record."""
+        if (path / CATALOG_FILE).exists():
+            conn = catalog.connect(path / CATALOG_FILE, readonly=True)
+            recorded = _recorded_spec(conn) or BackendSpec()
+            if backend is not None and (backend.kind, backend.url) != (recorded.kind, recorded.url):
+                conn.close()
+                raise RadsearchError(
+                    f"{path}: this index uses {recorded.describe()}, not {backend.describe()} "
+                    "(another store is searched with an --index that holds no index)")
+            return cls(path, conn, None, recorded)
+        if backend is not None and backend.kind == "qdrant":
+            store = cls(path, None, None, backend)
+            record = store.backend.metadata()
+            if not record:
+                store.close()
+                raise IndexNotFoundError(f"{backend.describe()}: no radsearch index there")
+            store._record = record
+            return store
+        raise IndexNotFoundError(f"{path}: no radsearch index here (run `radsearch index` first)")
 
+    # -- claims made by the one writer --------------------------------------------------------
     def _claim_model(self, record: dict[str, str]) -> None:
         with catalog.transaction(self.conn):
             meta = catalog.get_meta(self.conn)
             if "model.name" not in meta:
                 catalog.set_meta(self.conn, {**record, "salt": secrets.token_hex(16)})
                 return
-        for key in ("model.name", "model.weights_hash", "model.dim"):
+        for key in _MODEL_KEYS:
             if meta[key] != record[key]:
                 raise ModelMismatchError(
                     f"{self.path}: index holds embeddings of model {meta['model.name']} "
@@ -94,8 +128,94 @@ class Store:
                     "use another --index"
                 )
 
+    def _claim_shard(self, shard: str | None) -> None:
+        with catalog.transaction(self.conn):
+            meta = catalog.get_meta(self.conn)
+            recorded = meta.get("shard")
+            if recorded == shard:
+                return
+            if recorded is None and shard is not None and not self._holds_files():
+                catalog.set_meta(self.conn, {"shard": shard})
+                return
+        if recorded is None:
+            raise RadsearchError(f"{self.path}: this index was built without --shard: "
+                                 "index shard runs into fresh --index directories")
+        raise RadsearchError(f"{self.path}: this index is shard {recorded}: run it with "
+                             f"--shard {recorded}, or use another --index")
+
+    def _holds_files(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM files LIMIT 1").fetchone() is not None
+
+    def _holds_vectors(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM vectors LIMIT 1").fetchone() is not None
+
+    def _claim_backend(self, requested: BackendSpec | None) -> None:
+        recorded = _recorded_spec(self.conn)
+        if requested is None:
+            spec = recorded or BackendSpec()
+        elif recorded is not None and (requested.kind, requested.url) == (recorded.kind, recorded.url):
+            spec = BackendSpec(recorded.kind, recorded.url,
+                               {**recorded.options, **requested.options})
+        else:
+            spec = requested
+            if recorded is not None:
+                self.switched_from = recorded  # the ledger rebinds: everything is sent again
+        with catalog.transaction(self.conn):
+            catalog.set_meta(self.conn, {"backend": json.dumps(spec.to_record(), sort_keys=True)})
+        self.spec = spec
+
+    def _bind_backend(self) -> None:
+        """Agree with the back end's record (model, salt) and tie the ledger to this store."""
+        meta = self.meta
+        mine = {key: meta[key] for key in (*_MODEL_KEYS, "salt")}
+        record = self.backend.initialise({**mine, "instance": str(uuid.uuid4())})
+        for key in _MODEL_KEYS:
+            if record.get(key) != mine[key]:
+                raise ModelMismatchError(
+                    f"{self.spec.describe()} holds embeddings of model {record.get('model.name')} "
+                    f"(weights {str(record.get('model.weights_hash'))[:12]}), not {mine['model.name']}"
+                )
+        if record["salt"] != mine["salt"]:
+            if self._holds_files():
+                raise RadsearchError(
+                    f"{self.path}: this index's study keys are salted differently from "
+                    f"{self.spec.describe()}'s: index into a fresh --index directory")
+            with catalog.transaction(self.conn):
+                catalog.set_meta(self.conn, {"salt": record["salt"]})  # the store's salt wins
+        backend_sync.bind(self.conn, record["instance"])
+        self._release_exclusive()
+
+    # -- the back end -------------------------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        """The search back end, opened on first use (read-only for a reader)."""
+        if self._backend is None:
+            if self.conn is not None and "backend" not in self.meta and self._holds_vectors():
+                raise RadsearchError(f"{self.path}: this index was made by an older radsearch: run "
+                                     "`radsearch index` on it once to fill its search back end")
+            name = self.meta["model.name"] if self.conn is not None or self._record else None
+            self._backend = open_backend(self.spec, self.path, vector_name=name,
+                                         read_only=self._lock is None)
+        return self._backend
+
+    def _release_exclusive(self) -> None:
+        """A store that admits one process at a time is held only while used."""
+        if self._backend is not None and self._backend.exclusive:
+            self._backend.close()
+            self._backend = None
+
+    def sync_backend(self, collections: tuple[str, ...] = catalog.COLLECTIONS) -> dict:
+        """Bring the back end in step with the catalog (see ``backends.sync``) and persist it."""
+        try:
+            return backend_sync.sync(self.conn, self.backend, self.dim, collections)
+        finally:
+            self._release_exclusive()
+
+    # -- the record ---------------------------------------------------------------------------
     @property
     def meta(self) -> dict[str, str]:
+        if self.conn is None:
+            return dict(self._record or {})
         return catalog.get_meta(self.conn)
 
     @property
@@ -120,39 +240,22 @@ class Store:
                 f"{describe['weights_hash'][:12]}"
             )
 
-    def collection(self, name: str) -> VectorCollection:
-        """The FAISS collection ``name``, loaded and reconciled with the catalog on first use."""
-        if name not in self._collections:
-            self._collections[name] = VectorCollection.load(
-                self.conn, name, self.dim, self.path / VECTORS_DIR
-            )
-        return self._collections[name]
-
-    def refresh_collections(self) -> None:
-        """Reconcile loaded collections, unless no other connection committed since the last time."""
-        version = int(self.conn.execute("PRAGMA data_version").fetchone()[0])
-        if version == self._seen_version:
-            return
-        for collection in self._collections.values():
-            collection.reconcile(self.conn)
-        self._seen_version = version
-
-    def save_collections(self) -> None:
-        """Bring every collection in step with the catalog and write it atomically."""
-        for name in catalog.COLLECTIONS:
-            collection = self.collection(name)
-            collection.reconcile(self.conn)
-            collection.save()
-
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
-        """A consistent read of the catalog and the collections, even while a run writes."""
+        """A consistent read of the catalog, even while a run writes."""
+        if self.conn is None:
+            raise IndexNotFoundError(
+                f"{self.path}: no catalog here; only searches run against {self.spec.describe()} "
+                "from a machine that did not index it")
         with catalog.transaction(self.conn, write=False):
-            self.refresh_collections()
             yield self.conn
 
     def close(self) -> None:
-        self.conn.close()
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+        if self.conn is not None:
+            self.conn.close()
         if self._lock is not None:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
@@ -163,3 +266,8 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _recorded_spec(conn: sqlite3.Connection) -> BackendSpec | None:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'backend'").fetchone()
+    return BackendSpec.from_record(json.loads(row[0])) if row else None

@@ -107,6 +107,7 @@ def stats(*, index: Path | None = None) -> dict:
     return {
         **counts,
         "index": str(path),
+        "backend": store.spec.describe(),
         "model": {
             "name": meta.get("model.name"),
             "weights_hash": meta.get("model.weights_hash"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
 from radsearch.reading import read_file
 
@@ -46,3 +49,23 @@ def edited_copy(
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(np.int32) - b.astype(np.int32)).max())
+
+
+def huge_element_length() -> bytes:
+    """MR_small with a text element, in a sequence of undefined length, declaring 4 GB.
+
+    Values inside such a sequence are read at once, never deferred: a reader that trusts the
+    declared length allocates 4 GB for a 10 kB file (found by benchmarks/fuzz_dicom.py).
+    """
+    ds = pydicom.dcmread(pydicom_file("MR_small.dcm"))
+    item = Dataset()
+    item.TextValue = "xxxxxxxx"
+    item.is_undefined_length_sequence_item = True
+    ds.ContentSequence = Sequence([item])
+    ds["ContentSequence"].is_undefined_length = True
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    data = bytearray(out.getvalue())
+    at = data.find(struct.pack("<HH", 0x0040, 0xA160) + b"UT")
+    struct.pack_into("<I", data, at + 8, 0xFFFFFFF0)
+    return bytes(data)

@@ -14,6 +14,8 @@ import pytest
 
 from radsearch.errors import RadsearchError
 from radsearch.reports import (
+    MAX_REPORT_BYTES,
+    MAX_REPORT_SENTENCES,
     CsvReport,
     ReportError,
     Sentence,
@@ -22,6 +24,7 @@ from radsearch.reports import (
     read_report_file,
     report_sentences,
     sidecar_for_image,
+    split_report,
     split_sections,
     split_sentences,
 )
@@ -303,6 +306,14 @@ def test_report_of_10000_sentences_is_capped():
         report_sentences(text, max_sentences=0)
 
 
+def test_split_report_counts_what_the_cap_leaves_out():
+    text = "FINDINGS: " + " ".join(f"Finding number {i} is stable." for i in range(10_000))
+    capped = split_report(text)
+    assert (len(capped.sentences), capped.total) == (MAX_REPORT_SENTENCES, 10_000)
+    assert capped.truncation == "report truncated to 2000 of 10000 sentences"
+    assert split_report("IMPRESSION: Normal.").truncation is None
+
+
 # --- report files -------------------------------------------------------------------------------------
 
 REPORT = "FINDINGS: Lesion 5 mm, caf\u00e9-au-lait spots.\nIMPRESSION: Normal."
@@ -488,4 +499,17 @@ def test_reports_csv_missing_columns(tmp_path, header, message):
 def test_reports_csv_row_without_key(tmp_path):
     table = _write_csv(tmp_path / "r.csv", [["study", "report"], ["", "Orphan report."]])
     with pytest.raises(ReportError, match="line 2: a report without a study"):
+        load_reports_csv(table)
+
+
+def test_reports_csv_holds_long_reports_and_refuses_longer_fields_in_one_line(tmp_path):
+    # csv's default field limit is 128 kB; a report may be as long as a report file (2 MB).
+    table = tmp_path / "reports.csv"
+    long_text = "Stable nodule. " * 20_000  # 300 kB
+    table.write_text(f"study,report\n1.2.3,{long_text}\n", encoding="utf-8")
+    assert load_reports_csv(table).by_key["1.2.3"].text == long_text.strip()
+
+    table.write_text(f"study,report\n1.2.3,ok\n4.5.6,{'x' * (MAX_REPORT_BYTES + 1)}\n",
+                     encoding="utf-8")
+    with pytest.raises(ReportError, match="^reports CSV line 3: field larger than field limit"):
         load_reports_csv(table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 from radsearch.reading.types import FileKind
@@ -53,22 +54,43 @@ def detect_kind(path: Path) -> FileKind | None:
 
 def _is_media_directory(head: bytes) -> bool:
     """Whether the file meta's Media Storage SOP Class (0002,0002) is a DICOMDIR."""
+    for element, start, length in _meta_elements(head):
+        if element == 0x0002:
+            return head[start : start + length].rstrip(b"\x00 ") == _MEDIA_STORAGE_DIRECTORY
+    return False
+
+
+def file_meta_end(head: bytes) -> int | None:
+    """Where the data set starts after a preamble and file meta, None when ``head`` ends first."""
+    end = None
+    for _, start, length in _meta_elements(head):
+        end = start + length
+    if end is None or end + 4 > len(head) or head[end : end + 2] == b"\x02\x00":
+        return None
+    return end
+
+
+def _meta_elements(head: bytes) -> Iterator[tuple[int, int, int]]:
+    """(element number, value start, value length) of the group 0x0002 elements after "DICM"
+    (always explicit VR little endian), as far as ``head`` holds them whole."""
     pos = 132
     while pos + 8 <= len(head):
         group, elem = struct.unpack_from("<HH", head, pos)
         if group != 0x0002:
-            return False
+            return
         vr = head[pos + 4 : pos + 6]
         if vr in _LONG_VRS:
+            if pos + 12 > len(head):
+                return
             (length,) = struct.unpack_from("<I", head, pos + 8)
             start = pos + 12
         else:
             (length,) = struct.unpack_from("<H", head, pos + 6)
             start = pos + 8
-        if elem == 0x0002:
-            return head[start : start + length].rstrip(b"\x00 ") == _MEDIA_STORAGE_DIRECTORY
+        if start + length > len(head):
+            return
+        yield elem, start, length
         pos = start + length
-    return False
 
 
 def dataset_offset(head: bytes) -> int | None:

@@ -7,15 +7,18 @@ import math
 import os
 import struct
 import warnings
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import generate_fragmented_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
@@ -26,7 +29,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from radsearch.reading.detect import dataset_offset, read_head
+from radsearch.reading.codestream import HEADER_BYTES, declared_size
+from radsearch.reading.detect import HEAD_BYTES, dataset_offset, file_meta_end
 from radsearch.reading.geometry import slice_positions
 from radsearch.reading.metadata import dicom_metadata
 from radsearch.reading.phi import identity_hashes
@@ -47,6 +51,10 @@ from radsearch.reading.values import as_int, as_text
 # Larger values (pixel data, mostly) stay on disk until the size checks have passed.
 _DEFER_SIZE = 4 * 1024 * 1024
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+_DEFLATED = str(DeflatedExplicitVRLittleEndian).encode()
+_META_BYTES = 64 * 1024  # file meta holds a few hundred bytes; private elements may add some
+_INFLATE_CHUNK = 1 << 20
+_METADATA_BYTES = 64 * 1024 * 1024  # what a data set may hold besides its pixels
 _ALL_PLUGINS_FAILED = "Unable to decode as exceptions were raised by all available plugins: "
 
 
@@ -84,7 +92,22 @@ def _quiet_pydicom() -> Iterator[None]:
 def _read(
     path: Path, *, image_size: int, salt: str, max_frames: int, max_pixels: int
 ) -> ReadResult:
-    ds, size = _parse(path)
+    try:
+        handle = open(path, "rb")
+    except OSError as e:
+        raise ReadError(os_reason(e)) from None
+    with handle:  # open until the end: deferred values (pixel data) are read from it
+        ds, size = _parse(handle, inflate_limit=2 * max_pixels + _METADATA_BYTES)
+        return _interpret(
+            path, ds, size, image_size=image_size, salt=salt, max_frames=max_frames,
+            max_pixels=max_pixels,
+        )
+
+
+def _interpret(
+    path: Path, ds: Dataset, size: int, *, image_size: int, salt: str, max_frames: int,
+    max_pixels: int,
+) -> ReadResult:
     _check_complete(ds, size)
     category, reason = classify(ds)
     if category == "skip":
@@ -105,11 +128,15 @@ def _read(
     if n_frames > max_frames:
         indices = np.linspace(0, n_frames - 1, max_frames).round().astype(int).tolist()
         warnings_.append(f"sampled {max_frames} of {n_frames} frames evenly")
+    if ds.file_meta.TransferSyntaxUID.is_encapsulated:
+        _check_codestreams(ds, indices, n_frames)
     try:
         images = render_dicom_frames(ds, indices)
     except MemoryError:
         raise
-    except Exception as e:
+    except BaseException as e:
+        if not isinstance(e, Exception) and not _is_decoder_panic(e):
+            raise  # KeyboardInterrupt, SystemExit
         ts = ds.file_meta.TransferSyntaxUID
         reason = short_reason(e).removeprefix(_ALL_PLUGINS_FAILED)
         raise ReadError(f"cannot decode pixel data ({ts.name}): {reason}") from e
@@ -127,18 +154,52 @@ def _read(
     )
 
 
-def _parse(path: Path) -> tuple[Dataset, int]:
+class _BoundedReader:
+    """A file whose ``read(n)`` asks for no more than what is left of it.
+
+    pydicom reads an element's value with one ``read(declared length)``, and Python allocates
+    that many bytes before the read comes back short: a 1 kB file declaring a 4 GB element
+    would allocate 4 GB.
+    """
+
+    def __init__(self, handle: BinaryIO, size: int) -> None:
+        self._handle = handle
+        self._size = size
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            return self._handle.read()
+        return self._handle.read(min(n, max(self._size - self._handle.tell(), 0)))
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._handle.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+
+def _is_decoder_panic(error: BaseException) -> bool:
+    """A Rust decoder (pylibjpeg-rle) that panics on bad input raises pyo3's PanicException,
+    which derives from BaseException so that ``except Exception`` lets it through."""
+    return type(error).__name__ == "PanicException"
+
+
+def _parse(handle: BinaryIO, *, inflate_limit: int) -> tuple[Dataset, int]:
     """The data set and the byte size of its source, with a transfer syntax always set."""
     try:
-        head = read_head(path)
+        head = handle.read(HEAD_BYTES)
         if head[128:132] == b"DICM":
-            ds = dcmread(path, defer_size=_DEFER_SIZE)
-            size = os.stat(path).st_size
+            size = os.fstat(handle.fileno()).st_size
+            if _DEFLATED in head:
+                _check_inflated_size(handle, inflate_limit)
+            handle.seek(0)
+            ds = dcmread(_BoundedReader(handle, size), defer_size=_DEFER_SIZE)
         else:
             offset = dataset_offset(head)
             if offset is None:
                 raise ReadError("not a DICOM file")
-            data = path.read_bytes()[offset:]
+            handle.seek(offset)
+            data = handle.read()
             ds = dcmread(BytesIO(data), force=True)
             size = len(data)
     except InvalidDicomError as e:
@@ -146,6 +207,8 @@ def _parse(path: Path) -> tuple[Dataset, int]:
     except (EOFError, struct.error):
         raise ReadError("truncated DICOM file") from None
     except OSError as e:
+        if e.errno is None:  # pydicom's "No tag to read at file position ...": it ran off the end
+            raise ReadError(f"truncated DICOM file: {short_reason(e)}") from None
         raise ReadError(os_reason(e)) from None
     except (ReadError, MemoryError):
         raise
@@ -153,6 +216,24 @@ def _parse(path: Path) -> tuple[Dataset, int]:
         raise ReadError(f"cannot parse DICOM: {short_reason(e)}") from e
     _ensure_transfer_syntax(ds)
     return ds, size
+
+
+def _check_inflated_size(handle: BinaryIO, limit: int) -> None:
+    """Refuse a deflated data set that inflates to over ``limit`` bytes, counting as it inflates:
+    pydicom inflates it whole, in memory, and deflate packs up to 1000 bytes in one."""
+    handle.seek(0)
+    start = file_meta_end(handle.read(_META_BYTES))
+    if start is None:
+        return  # pydicom says what is wrong with the file meta
+    handle.seek(start)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    while not inflater.eof and (chunk := handle.read(_INFLATE_CHUNK)):
+        while chunk:
+            total += len(inflater.decompress(chunk, _INFLATE_CHUNK))
+            if total > limit:
+                raise ReadError(f"deflated data set inflates to over {limit} bytes")
+            chunk = inflater.unconsumed_tail
 
 
 def _ensure_transfer_syntax(ds: Dataset) -> None:
@@ -216,6 +297,46 @@ def _check_pixel_data(ds: Dataset, max_pixels: int) -> int:
     if not ts.is_compressed:
         _check_native_length(ds, rows * columns * n_frames, samples)
     return n_frames
+
+
+def _check_codestreams(ds: Dataset, indices: list[int], n_frames: int) -> None:
+    """Refuse frames whose codestream declares more pixels than the header: the decoder would
+    allocate for the codestream's size, which the header's checks never saw."""
+    rows, columns = as_int(ds.get("Rows")) or 0, as_int(ds.get("Columns")) or 0
+    samples = as_int(ds.get("SamplesPerPixel")) or 1
+    budget = rows * columns * samples
+    wanted, last = set(indices), max(indices)
+    offsets = None
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+        offsets = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+    try:
+        frames = enumerate(generate_fragmented_frames(
+            ds.PixelData, number_of_frames=n_frames, extended_offsets=offsets))
+        for index, fragments in frames:
+            if index > last:
+                return
+            if index not in wanted:
+                continue
+            size = declared_size(_frame_head(fragments))
+            if size is not None and size[0] * size[1] * size[2] > budget:
+                raise ReadError(
+                    f"compressed frame {index} declares {size[0]}x{size[1]} pixels, "
+                    f"{size[2]} component(s): more than the header's {rows}x{columns}"
+                )
+    except ReadError:
+        raise
+    except Exception:  # frames that cannot be split cannot be decoded: the decoder says why
+        return
+
+
+def _frame_head(fragments: tuple[bytes, ...]) -> bytes:
+    """The first bytes of a frame split into fragments, as far as its size markers go."""
+    head = b""
+    for fragment in fragments:
+        head += fragment[: HEADER_BYTES - len(head)]
+        if len(head) >= HEADER_BYTES:
+            break
+    return head
 
 
 def _check_native_length(ds: Dataset, n_pixels: int, samples: int) -> None:

@@ -1,0 +1,469 @@
+"""Search benchmark: radsearch's back ends against exact search and raw FAISS, 100k to 1M vectors.
+
+    python benchmarks/search.py [--sizes 100000 1000000] [--dim 512] [--queries 500]
+                                [--backends raw-faiss radsearch-faiss qdrant-edge qdrant-local]
+                                [--device cpu|cuda] [--work /tmp/radsearch-bench] [--out FILE.json]
+
+Data (not pure Gaussians): an archive's hierarchy - 24 body-part/modality groups, 40 findings each,
+studies around a finding, 1-3 series per study, 1 slice (radiograph) or 5-30 similar slices
+(CT/MR/PET) per series - drawn in a 64-d subspace plus full-rank noise, L2-normalised, cluster
+sizes Zipf-distributed. Queries stand for text: a finding's centre plus noise (near its images, on
+none of them), moved along one fixed direction outside the images' subspace - CLIP's modality gap,
+which lowers text-image scores to ~0.3-0.5 without reordering them. Ground truth is exact
+inner-product top-10.
+
+For each back end and size: build time (empty -> persisted and searchable), memory per vector
+(resident-set growth of a fresh process that opens the store and runs the queries) and disk per
+vector, then the smallest search effort whose recall@10 >= 0.95 and, at it, QPS and p50/p99 latency
+of one query at a time. ``radsearch-faiss`` is the FaissBackend (payloads included in every hit);
+``raw-faiss`` is an IndexHNSWFlat with the same parameters, searched at the same efSearch.
+qdrant-client's local mode is brute force in Python: it is run at 100k only. The radsearch-faiss run
+also times end-to-end text queries: text encoding (radclip-mini), search, grouping by study.
+Each back end runs in its own processes (build, then search), so memory figures are its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+K = 10
+TARGET_RECALL = 0.95
+EFFORTS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+BACKENDS = ("raw-faiss", "radsearch-faiss", "qdrant-edge", "qdrant-local")
+LOCAL_MODE_LIMIT = 200_000  # qdrant-client's local mode is brute force in Python
+HNSW = {"m": 32, "ef_construction": 80}  # radsearch's default for collections >= 50k vectors
+MODALITIES = ("CR", "DX", "CT", "MR", "US", "PT")
+BODY_PARTS = ("CHEST", "HEAD", "ABDOMEN", "PELVIS", "SPINE", "KNEE", "SHOULDER", "BREAST")
+TEXTS = ("right lower lobe consolidation", "left pleural effusion", "pneumothorax",
+         "subdural hematoma", "liver metastases", "renal calculus", "pulmonary embolism",
+         "fracture of the distal radius", "cardiomegaly", "small bowel obstruction")
+
+
+# -- data -------------------------------------------------------------------------------------
+def generate(n: int, dim: int, queries: int, seed: int = 0) -> dict:
+    """Vectors, per-vector study/series ids and group, and text-like queries (see module doc)."""
+    rng = np.random.default_rng(seed)
+    latent, groups, findings = 64, 24, 40
+    basis = np.linalg.qr(rng.normal(size=(dim, latent)))[0].T.astype(np.float32)  # latent -> dim
+    group_centres = rng.normal(size=(groups, latent)) * 1.0
+    finding_centres = group_centres[:, None, :] + rng.normal(size=(groups, findings, latent)) * 0.6
+    finding_weights = rng.zipf(1.6, size=groups * findings).astype(np.float64)
+    finding_weights /= finding_weights.sum()
+    vectors = np.empty((n, dim), dtype=np.float32)
+    study_of = np.empty(n, dtype=np.int32)
+    series_of = np.empty(n, dtype=np.int32)
+    group_of = np.empty(n, dtype=np.int16)
+    filled = study = series = 0
+    while filled < n:
+        finding = rng.choice(groups * findings, p=finding_weights)
+        group = finding // findings
+        centre = finding_centres[group, finding % findings] + rng.normal(size=latent) * 0.4
+        volumetric = MODALITIES[group % len(MODALITIES)] in ("CT", "MR", "PT")
+        for _ in range(rng.integers(1, 4)):
+            slices = int(rng.integers(5, 31)) if volumetric else 1
+            slices = min(slices, n - filled)
+            base = centre + rng.normal(size=latent) * 0.3
+            lat = base + rng.normal(size=(slices, latent)) * 0.25
+            full = lat @ basis + rng.normal(size=(slices, dim)) * 0.02
+            vectors[filled : filled + slices] = full
+            study_of[filled : filled + slices] = study
+            series_of[filled : filled + slices] = series
+            group_of[filled : filled + slices] = group
+            filled += slices
+            series += 1
+            if filled >= n:
+                break
+        study += 1
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    # Text lands near its finding's images but on none of them, and apart from all images along
+    # one fixed direction outside their subspace (CLIP's modality gap: scores drop to ~0.3-0.5,
+    # the ranking barely moves).
+    gap = np.linalg.qr(np.concatenate([basis.T, rng.normal(size=(dim, 1))], axis=1))[0][:, -1]
+    picks = rng.choice(groups * findings, size=queries, p=finding_weights)
+    q_latent = finding_centres.reshape(-1, latent)[picks] + rng.normal(size=(queries, latent)) * 0.5
+    q = q_latent @ basis
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    q = (q + 1.5 * gap + rng.normal(size=(queries, dim)) * 0.02).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return {"vectors": vectors, "study": study_of, "series": series_of, "group": group_of,
+            "queries": q}
+
+
+def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    import faiss
+
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    best_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    best_ids = np.full((len(queries), k), -1, dtype=np.int64)
+    for start in range(0, len(vectors), 200_000):
+        index.reset()
+        index.add(vectors[start : start + 200_000])
+        scores, ids = index.search(queries, k)
+        scores = np.concatenate([best_scores, scores], axis=1)
+        ids = np.concatenate([best_ids, ids + start], axis=1)
+        order = np.argsort(-scores, axis=1)[:, :k]
+        best_scores = np.take_along_axis(scores, order, axis=1)
+        best_ids = np.take_along_axis(ids, order, axis=1)
+    return best_ids
+
+
+def prepare(work: Path, n: int, dim: int, queries: int) -> Path:
+    folder = work / f"data-{n}-{dim}"
+    if (folder / "truth.npy").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    data = generate(n, dim, queries)
+    for name, array in data.items():
+        np.save(folder / f"{name}.npy", array)
+    np.save(folder / "truth.npy", exact_top_k(data["vectors"], data["queries"], K))
+    return folder
+
+
+def read_rows(path: Path, start: int, stop: int) -> np.ndarray:
+    """Rows of a saved matrix, read from the file: pages of a mapped file would count as RSS."""
+    header = np.load(path, mmap_mode="r")  # maps, touches nothing: gives shape and data offset
+    width, itemsize = header.shape[1], header.dtype.itemsize
+    return np.fromfile(path, dtype=header.dtype, count=(stop - start) * width,
+                       offset=header.offset + start * width * itemsize).reshape(-1, width)
+
+
+def payload(i: int, data: dict) -> dict:
+    group = int(data["group"][i])
+    day = 20150101 + int(data["study"][i]) % 3000
+    return {"study": f"st{data['study'][i]:07d}", "series": f"se{data['series'][i]:08d}",
+            "path": f"/archive/{data['study'][i]:07d}/{data['series'][i]:08d}/{i:09d}.dcm",
+            "frame": 0, "modality": MODALITIES[group % len(MODALITIES)],
+            "body_part": BODY_PARTS[group % len(BODY_PARTS)], "view": None,
+            "study_date": f"{day // 10000}-{day // 100 % 100:02d}-{day % 100:02d}",
+            "study_day": day}
+
+
+# -- workers (each in its own process) --------------------------------------------------------
+def rss_bytes() -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def disk_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def open_store(kind: str, store: Path, device: str, effort: int | None, read_only: bool):
+    from radsearch.backends.edge_backend import QdrantEdgeBackend
+    from radsearch.backends.faiss_backend import FaissBackend
+
+    if kind == "radsearch-faiss":
+        params = {**HNSW, **({"ef_search": effort} if effort else {})}
+        return FaissBackend(store, read_only=read_only,
+                            options={"faiss_params": params, "device": device})
+    backend = QdrantEdgeBackend(store, vector_name="bench", read_only=read_only)
+    if effort:
+        backend.hnsw_ef = effort
+    return backend
+
+
+def build(kind: str, folder: Path, store: Path, device: str) -> dict:
+    """Empty -> persisted and searchable; returns seconds."""
+    import faiss
+
+    from radsearch.backends import Point
+
+    n = len(np.load(folder / "study.npy", mmap_mode="r"))
+    meta = {name: np.load(folder / f"{name}.npy") for name in ("study", "series", "group")}
+    started = time.perf_counter()
+    if kind == "raw-faiss":
+        index = faiss.IndexHNSWFlat(int(np.load(folder / "queries.npy").shape[1]), HNSW["m"],
+                                    faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW["ef_construction"]
+        for start in range(0, n, 100_000):
+            index.add(read_rows(folder / "vectors.npy", start, min(n, start + 100_000)))
+        store.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(index, str(store / "index.faiss"))
+        return {"build_s": time.perf_counter() - started}
+    backend = open_store(kind, store, device, None, read_only=False)
+    dim = int(np.load(folder / "queries.npy").shape[1])
+    backend.create_collection("images", dim)
+    backend.create_collection("studies", dim)
+    sums: dict[int, np.ndarray] = {}
+    for start in range(0, n, 20_000):
+        rows = read_rows(folder / "vectors.npy", start, min(n, start + 20_000))
+        backend.upsert("images", [Point(_pid(start + j), rows[j], payload(start + j, meta))
+                                  for j in range(len(rows))])
+        for j, study in enumerate(meta["study"][start : start + len(rows)]):
+            sums[int(study)] = sums.get(int(study), 0) + rows[j]
+    studies = [Point(_pid(10**10 + s), v / np.linalg.norm(v), {"study": f"st{s:07d}", "modality": []})
+               for s, v in sums.items()]
+    for start in range(0, len(studies), 20_000):
+        backend.upsert("studies", studies[start : start + 20_000])
+    backend.persist()
+    backend.close()
+    return {"build_s": time.perf_counter() - started}
+
+
+def _pid(i: int) -> str:
+    import uuid
+
+    return str(uuid.UUID(int=i + 1))
+
+
+def measure(kind: str, folder: Path, store: Path, device: str, start_effort: int,
+            n_queries: int, e2e_queries: int) -> dict:
+    """Memory of the opened store, then the smallest effort reaching the recall target, then
+    QPS and latency at it (one query at a time)."""
+    import faiss
+
+    queries = np.load(folder / "queries.npy")[:n_queries]
+    truth = np.load(folder / "truth.npy")[:n_queries]
+    n = len(np.load(folder / "study.npy", mmap_mode="r"))
+    before = rss_bytes()
+    if kind == "raw-faiss":
+        index = faiss.read_index(str(store / "index.faiss"))
+        if device == "cuda":
+            raise SystemExit("raw-faiss HNSW has no GPU version in FAISS")
+
+        def search(vector, effort):
+            index.hnsw.efSearch = effort
+            return index.search(vector[None, :], K)[1][0]
+    elif kind == "qdrant-local":
+        raise AssertionError("qdrant-local is measured by local_mode()")
+    else:
+        opened = {}
+
+        def search(vector, effort):
+            if kind == "qdrant-edge" and opened:  # hnsw_ef is a per-query parameter
+                next(iter(opened.values())).hnsw_ef = effort
+            elif effort not in opened:  # ef_search is read when the FAISS index is loaded
+                for other in opened.values():
+                    other.close()
+                opened.clear()
+                opened[effort] = open_store(kind, store, device, effort, read_only=True)
+            hits = next(iter(opened.values())).search("images", vector, K)
+            return [int(h.payload["path"].rsplit("/", 1)[1][:-4]) for h in hits]
+
+    for vector in queries[:20]:
+        search(vector, start_effort)
+    memory = rss_bytes() - before
+    result = {"memory_bytes_per_vector": memory / n, "disk_bytes_per_vector": disk_bytes(store) / n}
+    efforts = [e for e in EFFORTS if e >= start_effort] or [EFFORTS[-1]]
+    for effort in efforts:
+        recall = _recall([search(q, effort) for q in queries], truth)
+        if recall >= TARGET_RECALL:
+            break
+    latencies = []
+    for vector in queries:
+        started = time.perf_counter()
+        search(vector, effort)
+        latencies.append(time.perf_counter() - started)
+    result.update(_timing(latencies), effort=effort, recall=recall)
+    if kind == "radsearch-faiss" and e2e_queries:
+        result["e2e"] = end_to_end(store, device, effort, e2e_queries)
+    return result
+
+
+def _recall(found: list, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(map(int, f)) & set(t.tolist())) / K for f, t in zip(found, truth)]))
+
+
+def _timing(latencies: list[float]) -> dict:
+    ms = np.asarray(latencies) * 1000
+    return {"qps": len(ms) / (ms.sum() / 1000), "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99))}
+
+
+def end_to_end(store: Path, device: str, effort: int, count: int) -> dict:
+    """A text query as `radsearch search` answers it: encode, search, group by study."""
+    from radsearch.backends import PointFilter
+    from radsearch.encoders import create_model
+    from radsearch.retrieval import image_search
+
+    encoder = create_model("radclip-mini")
+    backend = open_store("radsearch-faiss", store, device, effort, read_only=True)
+    texts = [f"{TEXTS[i % len(TEXTS)]} {i}" for i in range(count + 5)]
+    image_search(backend, encoder.encode_texts([texts[0]])[0], K, PointFilter())
+    encode, total = [], []
+    for text in texts[5:]:
+        started = time.perf_counter()
+        vector = encoder.encode_texts([text])[0]
+        encoded = time.perf_counter()
+        image_search(backend, vector, K, PointFilter())
+        total.append(time.perf_counter() - started)
+        encode.append(encoded - started)
+    backend.close()
+    return {**_timing(total), "encode_p50_ms": float(np.percentile(encode, 50) * 1000)}
+
+
+def local_mode(folder: Path, n_queries: int) -> dict:
+    """qdrant-client's local mode (in memory): build and search in one process."""
+    from radsearch.backends import Point
+    from radsearch.backends.qdrant_backend import QdrantBackend
+
+    queries = np.load(folder / "queries.npy")[:n_queries]
+    truth = np.load(folder / "truth.npy")[:n_queries]
+    meta = {name: np.load(folder / f"{name}.npy") for name in ("study", "series", "group")}
+    n = len(meta["study"])
+    before = rss_bytes()
+    started = time.perf_counter()
+    backend = QdrantBackend(":memory:", vector_name="bench", options={"batch_size": 5000})
+    backend.create_collection("images", queries.shape[1])
+    for start in range(0, n, 20_000):
+        rows = read_rows(folder / "vectors.npy", start, min(n, start + 20_000))
+        backend.upsert("images", [Point(_pid(start + j), rows[j], payload(start + j, meta))
+                                  for j in range(len(rows))])
+    build_s = time.perf_counter() - started
+    memory = rss_bytes() - before
+    found, latencies = [], []
+    for vector in queries:
+        started = time.perf_counter()
+        hits = backend.search("images", vector, K)
+        latencies.append(time.perf_counter() - started)
+        found.append([int(h.payload["path"].rsplit("/", 1)[1][:-4]) for h in hits])
+    return {"build_s": build_s, "memory_bytes_per_vector": memory / n,
+            "disk_bytes_per_vector": 0.0, "effort": "exact", "recall": _recall(found, truth),
+            **_timing(latencies)}
+
+
+# -- driver -----------------------------------------------------------------------------------
+def run_worker(args: argparse.Namespace) -> None:
+    folder, store = Path(args.folder), Path(args.store)
+    if args.threads and args.worker == "measure":  # builds use every core
+        import faiss
+        import torch
+
+        faiss.omp_set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)
+    if args.worker == "build":
+        result = build(args.kind, folder, store, args.device)
+    elif args.kind == "qdrant-local":
+        result = local_mode(folder, args.queries)
+    else:
+        result = measure(args.kind, folder, store, args.device, args.effort, args.queries,
+                         args.e2e_queries)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def _spawn(args: argparse.Namespace, worker: str, kind: str, folder: Path, store: Path,
+           effort: int) -> dict:
+    command = [sys.executable, __file__, "--worker", worker, "--kind", kind, "--folder",
+               str(folder), "--store", str(store), "--device", args.device, "--effort", str(effort),
+               "--queries", str(args.queries), "--e2e-queries", str(args.e2e_queries),
+               "--threads", str(args.threads)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--e2e-queries", type=int, default=200)
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="FAISS device for radsearch-faiss (cuda: exact search on the GPU)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads per query for FAISS and the text encoder (0: all); one "
+                             "query at a time gains little from more, and on a shared machine "
+                             "idle-spinning threads cost 5-20x")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/radsearch-bench"))
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    parser.add_argument("--worker", choices=("build", "measure"), help=argparse.SUPPRESS)
+    parser.add_argument("--kind", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--store", help=argparse.SUPPRESS)
+    parser.add_argument("--effort", type=int, default=EFFORTS[0], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        run_worker(args)
+        return
+
+    results = []
+    for n in args.sizes:
+        started = time.perf_counter()
+        folder = prepare(args.work, n, args.dim, args.queries)
+        print(f"# {n:,} x {args.dim}: data and exact top-{K} in {time.perf_counter() - started:.0f} s",
+              file=sys.stderr, flush=True)
+        raw_effort = EFFORTS[0]
+        for kind in args.backends:
+            row = {"backend": kind, "vectors": n, "dim": args.dim, "device": args.device}
+            if kind == "qdrant-local" and n > LOCAL_MODE_LIMIT:
+                results.append({**row, "skipped": "local mode is brute force in Python"})
+                continue
+            store = args.work / f"store-{kind}-{n}"
+            shutil.rmtree(store, ignore_errors=True)
+            if kind != "qdrant-local":
+                row.update(_spawn(args, "build", kind, folder, store, 0))
+            start_effort = raw_effort if kind == "radsearch-faiss" else EFFORTS[0]
+            if "error" not in row:
+                row.update(_spawn(args, "measure", kind, folder, store, start_effort))
+            if kind == "raw-faiss" and "effort" in row:
+                raw_effort = row["effort"]
+            shutil.rmtree(store, ignore_errors=True)
+            results.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    _ratios(results)
+    print(markdown(results))
+    if args.out:
+        args.out.write_text(json.dumps({"machine": _machine(), "results": results}, indent=2) + "\n")
+
+
+def _ratios(results: list[dict]) -> None:
+    raw = {r["vectors"]: r for r in results if r["backend"] == "raw-faiss" and "qps" in r}
+    for row in results:
+        base = raw.get(row["vectors"])
+        if row["backend"] == "radsearch-faiss" and base and "qps" in row:
+            same = base["effort"] == row["effort"]
+            row["qps_vs_raw_faiss"] = row["qps"] / base["qps"] if same else None
+
+
+def _machine() -> dict:
+    import faiss
+
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "faiss": faiss.__version__, "gpus": faiss.get_num_gpus()}
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["| back end | vectors | build s | RAM B/vector | disk B/vector | effort | recall@10 "
+             "| QPS | p50 ms | p99 ms | vs raw FAISS |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        name = f"{r['backend']} ({r['device']})" if r.get("device") == "cuda" else r["backend"]
+        if "skipped" in r or "error" in r:
+            lines.append(f"| {name} | {r['vectors']:,} | {r.get('skipped') or r.get('error')} "
+                         "| | | | | | | | |")
+            continue
+        ratio = r.get("qps_vs_raw_faiss")
+        lines.append(
+            f"| {name} | {r['vectors']:,} | {r['build_s']:.0f} | {r['memory_bytes_per_vector']:,.0f} "
+            f"| {r['disk_bytes_per_vector']:,.0f} | {r['effort']} | {r['recall']:.3f} "
+            f"| {r['qps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+            f"| {'' if ratio is None else f'{ratio:.2f}x'} |")
+    e2e = [r for r in results if "e2e" in r]
+    if e2e:
+        lines += ["", "| end-to-end text query (encode + search + group) | vectors | p50 ms "
+                  "| p99 ms | of which encoding p50 ms |", "|---|---|---|---|---|"]
+        lines += [f"| radsearch-faiss, radclip-mini | {r['vectors']:,} | {r['e2e']['p50_ms']:.1f} "
+                  f"| {r['e2e']['p99_ms']:.1f} | {r['e2e']['encode_p50_ms']:.1f} |" for r in e2e]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
