@@ -46,7 +46,14 @@ def discover(root: Path) -> list[FoundFile]:
         return [FoundFile(str(root), str(root.parent), -1, 0, "bad", "no such file or folder")]
     seen_dirs: set[tuple[int, int]] = set()
     results: list[FoundFile] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=None):
+
+    def unreadable_folder(error: OSError) -> None:
+        # A folder that cannot be listed is one failure line, not a silent gap.
+        folder = error.filename or str(root)
+        results.append(FoundFile(_display(folder), str(Path(folder).parent), -1, 0, "bad",
+                                 _os_reason(error)))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable_folder):
         try:
             info = os.stat(dirpath)
         except OSError:
@@ -67,8 +74,18 @@ def discover(root: Path) -> list[FoundFile]:
     return results
 
 
+def _display(path: str) -> str:
+    """A path SQLite can store: bytes that are not UTF-8 shown as backslash escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _classify(path: Path) -> FoundFile | None:
     suffix = path.suffix.lower()
+    if _display(str(path)) != str(path):
+        if suffix in _IMAGE_EXTENSIONS or suffix in _REPORT_EXTENSIONS or suffix == "":
+            return FoundFile(_display(str(path)), _display(str(path.parent)), -1, 0, "bad",
+                             "file name is not valid UTF-8: rename the file")
+        return None
     try:
         info = path.stat()
     except OSError as error:

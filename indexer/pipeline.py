@@ -123,14 +123,18 @@ def index_folder(
             workers=default_workers() if workers is None else workers,
             batch_size=batch_size, summary=summary, on_progress=on_progress,
         )
-        for path, reason in index_report_files(conn, encoder, plan.reports):
+        def warn(path: str, message: str) -> None:
+            summary.warnings.append(f"{path}: {message}")
+
+        for path, reason in index_report_files(conn, encoder, plan.reports, on_warning=warn):
             if reason is None:
                 summary.reports += 1
             else:
                 summary.failed += 1
                 summary.failures.append((path, reason))
         if csv_reports is not None:
-            written, unmatched = apply_csv_reports(conn, encoder, csv_reports, store.salt)
+            written, unmatched = apply_csv_reports(conn, encoder, csv_reports, store.salt,
+                                                   on_warning=warn)
             summary.reports += written
             if unmatched:
                 others = " (rows of other shards are expected among them)" if parsed_shard else ""

@@ -248,8 +248,6 @@ def test_long_report_is_capped_with_a_warning(tmp_path: Path) -> None:
     assert conn.execute("SELECT COUNT(*) FROM sentences").fetchone()[0] == MAX_REPORT_SENTENCES
 
 
-@pytest.mark.xfail(strict=True, reason="indexer/pipeline.py does not pass on_warning to "
-                   "index_report_files yet: change proposed to the lead")
 def test_long_report_warning_reaches_the_run_summary(tmp_path: Path) -> None:
     folder = tmp_path / "study"
     _long_report_study(folder)
@@ -372,8 +370,6 @@ def test_unreadable_file_gives_one_line(world_writable: Path) -> None:
     print("\nunreadable-permission files handled / tried: 1 / 1")
 
 
-@pytest.mark.xfail(strict=True, reason="indexer/discover.py walks past an unreadable folder "
-                   "without a line (os.walk onerror=None): fix proposed to the lead")
 def test_unreadable_folder_gives_one_line(world_writable: Path) -> None:
     root = world_writable / "studies"
     locked = root / "locked"
@@ -391,9 +387,6 @@ def test_unreadable_folder_gives_one_line(world_writable: Path) -> None:
     assert summary["failures"][0]["reason"].startswith("unreadable")
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
-                   reason="a file name that is not UTF-8 stops the run in indexer/writer.py "
-                   "put_file (SQLite stores UTF-8): fix proposed to the lead")
 def test_file_name_not_utf8_gives_one_line(tmp_path: Path) -> None:
     root = tmp_path / "studies"
     root.mkdir()

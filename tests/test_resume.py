@@ -263,8 +263,8 @@ def test_resume_after_twenty_kills_on_the_real_corpus(tmp_path, shared_data):
 
     resumed = tmp_path / "resumed"
     # 14 kills at random moments, with delays that add up to about 70% of an uninterrupted run,
-    # then 6 in the stages after reading, which random moments rarely hit.
-    targets = ["any"] * 14 + ["reports", "aggregation", "back-end sync"] * 2
+    # then 2 in each stage after reading, which random moments rarely hit.
+    targets = ["any"] * 14 + ["reports"] * 2 + ["aggregation"] * 2 + ["back-end sync"] * 2
     landed, phases = _kill_and_resume(
         root, resumed, reports, targets=targets, seed=11, model=DEFAULT_MODEL,
         max_delay=2 * 0.7 * uninterrupted / 14, reference=reference,
@@ -281,3 +281,31 @@ def test_resume_after_twenty_kills_on_the_real_corpus(tmp_path, shared_data):
     assert same_results
     assert not orphans
     assert not {k: v for k, v in _orphans(reference).items() if v}
+
+
+_KILLED_BEFORE_PERSIST = """
+import os, sys
+from radsearch.backends import faiss_backend
+faiss_backend.FaissBackend.persist = lambda self: os._exit(9)  # SIGKILL right after the sync
+from radsearch.indexer import index_folder
+index_folder(sys.argv[1], index=sys.argv[2], reports=sys.argv[3], model=sys.argv[4], workers=0)
+"""
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="radsearch/backends/faiss_backend.py persist() saves only "
+                   "the collections this run touched: fix proposed to the lead")
+def test_kill_between_sync_and_persist_leaves_no_stale_faiss_file(tmp_path, shared_data):
+    """The moment random kills rarely hit: the points are in the back end, its FAISS files not yet
+    written. The next, complete run must leave every FAISS file holding every point."""
+    root = tmp_path / "studies"
+    info = build_corpus(root, shared_data)
+    index = tmp_path / "index"
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_BEFORE_PERSIST, str(root), str(index), str(info["reports_csv"]),
+         TINY],
+        capture_output=True, text=True,
+    )
+    assert killed.returncode == 9, killed.stderr
+    index_folder(root, index=index, reports=info["reports_csv"], model=TINY, workers=0)
+    assert not {k: v for k, v in _orphans(index).items() if v}

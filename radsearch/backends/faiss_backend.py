@@ -2,7 +2,7 @@
 
 Layout::
 
-    DIR/points.sqlite      points (id, payload, vector), their filter terms, the record - the truth
+    DIR/points.sqlite      points (id, payload), their vectors and filter terms, the record - the truth
     DIR/COLLECTION.faiss   one FAISS index per collection - a cache, reconciled with points.sqlite
 
 Each upsert or delete commits to points.sqlite; FAISS files are written atomically by ``persist``.
@@ -58,10 +58,11 @@ CREATE TABLE IF NOT EXISTS points (
     collection TEXT NOT NULL,
     id TEXT NOT NULL,
     payload TEXT NOT NULL,
-    vec BLOB NOT NULL,
     UNIQUE (collection, id)
 );
 CREATE INDEX IF NOT EXISTS points_collection ON points(collection, fid);
+-- Vectors apart from payloads: a search reads payload rows only, several to a page.
+CREATE TABLE IF NOT EXISTS point_vectors (fid INTEGER PRIMARY KEY, vec BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS terms (fid INTEGER NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS terms_value ON terms(field, value, fid);
 CREATE INDEX IF NOT EXISTS terms_fid ON terms(fid);
@@ -69,7 +70,8 @@ CREATE TABLE IF NOT EXISTS ints (fid INTEGER NOT NULL, field TEXT NOT NULL, valu
 CREATE INDEX IF NOT EXISTS ints_value ON ints(field, value, fid);
 CREATE INDEX IF NOT EXISTS ints_fid ON ints(fid);
 CREATE TRIGGER IF NOT EXISTS points_drop_terms AFTER DELETE ON points BEGIN
-    DELETE FROM terms WHERE fid = OLD.fid; DELETE FROM ints WHERE fid = OLD.fid; END;
+    DELETE FROM terms WHERE fid = OLD.fid; DELETE FROM ints WHERE fid = OLD.fid;
+    DELETE FROM point_vectors WHERE fid = OLD.fid; END;
 """
 
 
@@ -226,7 +228,8 @@ class FaissBackend(Backend):
         for start in range(0, len(ids), _CHUNK):
             part = ids[start : start + _CHUNK]
             found.update(self.conn.execute(
-                f"SELECT fid, vec FROM points WHERE fid IN ({','.join('?' * len(part))})", part))
+                f"SELECT fid, vec FROM point_vectors WHERE fid IN ({','.join('?' * len(part))})",
+                part))
         return _matrix([found[i] for i in ids], dim)
 
     def _rebuild(self, name: str, choice: IndexChoice | None = None) -> None:
@@ -242,7 +245,8 @@ class FaissBackend(Backend):
         last = -1
         while True:
             rows = self.conn.execute(
-                "SELECT fid, vec FROM points WHERE collection = ? AND fid > ? ORDER BY fid LIMIT ?",
+                "SELECT v.fid, v.vec FROM point_vectors AS v JOIN points AS p ON p.fid = v.fid "
+                "WHERE p.collection = ? AND v.fid > ? ORDER BY v.fid LIMIT ?",
                 (name, last, _BUILD_CHUNK)).fetchall()
             if not rows:
                 break
@@ -281,9 +285,10 @@ class FaissBackend(Backend):
             fids = []
             for i in changed:
                 fid = conn.execute(
-                    "INSERT INTO points(collection, id, payload, vec) VALUES (?, ?, ?, ?)",
-                    (collection, latest[i].id, _dumps(latest[i].payload), blobs[i]),
+                    "INSERT INTO points(collection, id, payload) VALUES (?, ?, ?)",
+                    (collection, latest[i].id, _dumps(latest[i].payload)),
                 ).lastrowid
+                conn.execute("INSERT INTO point_vectors(fid, vec) VALUES (?, ?)", (fid, blobs[i]))
                 fids.append(fid)
                 self._put_terms(conn, fid, latest[i].payload)
         self._apply(collection, removed, vectors[changed], np.asarray(fids, dtype=np.int64))
@@ -297,8 +302,8 @@ class FaissBackend(Backend):
         for start in range(0, len(ids), _CHUNK):
             part = ids[start : start + _CHUNK]
             for fid, point_id, blob in conn.execute(
-                f"SELECT fid, id, vec FROM points WHERE collection = ? AND id IN "
-                f"({','.join('?' * len(part))})", (collection, *part)
+                "SELECT p.fid, p.id, v.vec FROM points AS p JOIN point_vectors AS v ON v.fid = p.fid "
+                f"WHERE p.collection = ? AND p.id IN ({','.join('?' * len(part))})", (collection, *part)
             ):
                 if blob == wanted[point_id]:
                     same[point_id] = fid
@@ -367,11 +372,7 @@ class FaissBackend(Backend):
 
     def search(self, collection: str, vector: np.ndarray, k: int,
                filter: PointFilter | None = None) -> list[Hit]:
-        with self._snapshot():
-            return self._search(collection, vector, k, filter)
-
-    def _search(self, collection: str, vector: np.ndarray, k: int,
-                filter: PointFilter | None) -> list[Hit]:
+        # A run committing meanwhile can only remove a hit's payload: that hit is left out.
         index = self._index(collection)
         if index is None or k <= 0:
             return []
@@ -409,7 +410,8 @@ class FaissBackend(Backend):
             return []
         where, args = self._where(collection, filter)
         rows = self.conn.execute(
-            f"SELECT p.id, p.payload, p.vec FROM points AS p WHERE {where} LIMIT ?", (*args, limit))
+            "SELECT p.id, p.payload, v.vec FROM points AS p JOIN point_vectors AS v ON v.fid = p.fid "
+            f"WHERE {where} LIMIT ?", (*args, limit))
         return [Record(point_id, json.loads(payload),
                        _matrix([blob], info[0])[0] if with_vectors else None)
                 for point_id, payload, blob in rows]

@@ -238,6 +238,10 @@ class FaissIndex:
         k = min(k, total)
         if k <= 0:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+        if allowed is None and (excluded is None or not len(excluded)):
+            scores, ids = self._unfiltered(query, k)
+            keep = ids[0] >= 0
+            return scores[0][keep], ids[0][keep]
         if self.choice.kind == "flat":
             return self._search_flat(query, k, allowed, excluded)
         if allowed is not None and len(allowed) <= max(_FILTER_EXACT_LIMIT, self.size // 50):
@@ -245,9 +249,6 @@ class FaissIndex:
         return self._search_deeper(query, k, allowed, excluded)
 
     def _search_flat(self, query, k, allowed, excluded):
-        if allowed is None and (excluded is None or not len(excluded)):
-            scores, ids = self._unfiltered(query, k)
-            return scores[0], ids[0]
         if allowed is not None:
             selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
         else:
