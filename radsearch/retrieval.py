@@ -18,6 +18,7 @@ import numpy as np
 from radsearch.backends import Backend, BackendSpec, Hit, PointFilter
 from radsearch.encoders import Encoder, create_model
 from radsearch.errors import RadsearchError
+from radsearch.query_embedding import embed_file
 from radsearch.filters import Filters
 from radsearch.store import Store, default_index_path
 
@@ -126,7 +127,7 @@ def similar(
         if path.exists():
             vector, exclude = _embed_file(store, path)
         else:
-            vector, study = _study_vector(store, str(query))
+            vector, study = study_vector(store, str(query))
             exclude = {study}
         hits = image_search(store.backend, vector, k, point_filter.excluding("study", sorted(exclude)))
     return SearchResults(query=str(query), target="images", hits=hits)
@@ -134,22 +135,12 @@ def similar(
 
 def _embed_file(store: Store, path: Path) -> tuple[np.ndarray, set[str]]:
     """The file's pooled embedding, and the keys of its study (to leave out of the results)."""
-    from radsearch.reading import ReadError, SkipFile, read_file
-
-    encoder = _query_encoder(store)
-    try:
-        result = read_file(path, image_size=encoder.image_size, salt=store.salt)
-    except (ReadError, SkipFile) as error:
-        raise RadsearchError(f"{path}: {error}") from None
-    if not result.frames:
-        raise RadsearchError(f"{path}: holds no image to compare")
-    vectors = encoder.encode_images(np.stack([frame.pixels for frame in result.frames]))
-    pooled = vectors.mean(axis=0)
+    vector, result = embed_file(path, _query_encoder(store), store.salt)
     own = {result.study_uid_hash} if result.study_uid_hash else set()
     if store.conn is not None:
         with store.snapshot() as conn:
             own |= _studies_of_file(conn, os.path.abspath(path))
-    return pooled / max(float(np.linalg.norm(pooled)), 1e-12), own
+    return vector, own
 
 
 def _studies_of_file(conn: sqlite3.Connection, path: str) -> set[str]:
@@ -163,7 +154,7 @@ def _studies_of_file(conn: sqlite3.Connection, path: str) -> set[str]:
     }
 
 
-def _study_vector(store: Store, ref: str) -> tuple[np.ndarray, str]:
+def study_vector(store: Store, ref: str) -> tuple[np.ndarray, str]:
     """The study vector of an indexed study, series or image named by key, UID or file path:
     from the catalog when this machine indexed it, else from the back end's studies."""
     from radsearch.reading import salted_hash

@@ -19,6 +19,7 @@ from radsearch.encoders import DEFAULT_MODEL, Encoder, create_model
 from radsearch.encoders.base import l2_normalise
 from radsearch.errors import RadsearchError
 from radsearch.label_sets import FINDINGS, SINGLE, LabelSet, custom_label_set, get_label_set
+from radsearch.query_embedding import embed_file
 
 
 @dataclass
@@ -119,6 +120,32 @@ def resolve_label_set(
     return custom_label_set(labels, findings=findings)
 
 
+def classify(self, vector: np.ndarray, query: str) -> Classification:
+        probabilities = self.probabilities(vector)[0]
+        similarities = (np.atleast_2d(vector) @ self.positive.T)[0]
+        order = np.argsort(-probabilities, kind="stable")
+        return Classification(
+            query=query,
+            label_set=self.label_set.name,
+            kind=self.label_set.kind,
+            model=self.encoder.name,
+            scores=[
+                LabelScore(self.label_set.labels[i], float(probabilities[i]), float(similarities[i]))
+                for i in order
+            ],
+        )
+
+
+def resolve_label_set(
+    labels: str | list[str] | None = None, label_set: str | None = None, *, findings: bool = False
+) -> LabelSet:
+    if (labels is None) == (label_set is None):
+        raise RadsearchError("give either labels or a label set")
+    if label_set is not None:
+        return get_label_set(label_set)
+    return custom_label_set(labels, findings=findings)
+
+
 def embed_query_file(path: Path, encoder: Encoder, salt: str = "query") -> np.ndarray:
     """One unit vector for an image file: its frames embedded and pooled like a series."""
     from radsearch.reading import ReadError, SkipFile, read_file
@@ -149,7 +176,7 @@ def classify(
     path = Path(query)
     if path.is_file() and index is None:
         encoder = create_model(model or DEFAULT_MODEL)
-        vector = embed_query_file(path, encoder)
+        vector, _ = embed_file(path, encoder, salt="query")
     else:
         encoder, vector = study_vector(str(query), index=index)
     return ZeroShotClassifier(encoder, chosen).classify(vector, str(query))
@@ -157,20 +184,15 @@ def classify(
 
 def study_vector(ref: str, *, index: Path | None = None) -> tuple[Encoder, np.ndarray]:
     """The index's model and a study's vector: a file not in the index is embedded with that model."""
-    from radsearch.retrieval import resolve_study_id
+    from radsearch.retrieval import study_vector as stored_study_vector
     from radsearch.store import Store, default_index_path
-    from radsearch.vectors import read_vectors
 
     with Store.open_for_reading(Path(index) if index else default_index_path()) as store:
         encoder = create_model(store.model_name)
         store.check_model(encoder.describe())
-        with store.snapshot() as conn:
-            study_id = resolve_study_id(store, conn, ref)
-            if study_id is not None:
-                try:
-                    return encoder, read_vectors(conn, "studies", [study_id], store.dim)[0]
-                except KeyError:
-                    raise RadsearchError(f"{ref}: that study has no image embedding") from None
-        if Path(ref).is_file():
-            return encoder, embed_query_file(Path(ref), encoder, store.salt)
-    raise RadsearchError(f"{ref}: no such file, and no indexed study, series or image with that id")
+        try:
+            return encoder, stored_study_vector(store, ref)[0]
+        except RadsearchError:
+            if not Path(ref).is_file():
+                raise
+        return encoder, embed_file(Path(ref), encoder, store.salt)[0]

@@ -1,7 +1,7 @@
 """Inputs that benchmarks/fuzz_dicom.py found to break the reader, minimised and rebuilt here.
 
-Each once escaped ``read_file`` as an exception other than ReadError (stopping an index run) or
-allocated what its file declared rather than what it held.
+Each once escaped ``read_file`` as an exception other than ReadError (stopping an index run),
+allocated what its file declared rather than what it held, or gave a reason of several lines.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pydicom
 import pytest
 from reading_helpers import edited_copy, huge_element_length, pydicom_file, read
 
-from radsearch.reading import ReadError, detect_kind
+from radsearch.reading import ReadError, SkipFile, detect_kind
 
 PREAMBLE = bytes(128) + b"DICM"
 
@@ -98,3 +98,15 @@ def test_codestream_larger_than_the_header_is_refused_before_decoding(
         tracemalloc.stop()
     assert message.startswith(f"compressed frame 0 declares {declared} pixels")
     assert peak < 16 * 2**20
+
+
+def test_reason_quoting_a_damaged_value_stays_one_line(tmp_path: Path) -> None:
+    # A length field grown over the next elements put NUL and newline bytes into the Modality that
+    # the skip reason quotes.
+    def damaged_modality(ds: pydicom.Dataset) -> None:
+        ds.Modality = "RTPLAN\x00\nCMS"
+
+    path = edited_copy("rtplan.dcm", tmp_path, damaged_modality)
+    with pytest.raises(SkipFile) as info:
+        read(path)
+    assert str(info.value) == "not an image: radiotherapy object (RT Plan Storage), modality RTPLAN CMS"

@@ -138,13 +138,15 @@ class FaissBackend(Backend):
         version = int(self.conn.execute("PRAGMA data_version").fetchone()[0])
         if version == self._seen_version and not self._info_dirty:
             return
-        self._info = {
-            name: (dim, IndexChoice.from_dict(json.loads(choice)))
-            for name, dim, choice in self.conn.execute("SELECT name, dim, choice FROM collections")
-        }
-        if self._seen_version is not None and version != self._seen_version:
-            for name in list(self._indexes):
-                self._reconcile(name)
+        with self._snapshot():
+            self._info = {
+                name: (dim, IndexChoice.from_dict(json.loads(choice)))
+                for name, dim, choice in self.conn.execute(
+                    "SELECT name, dim, choice FROM collections")
+            }
+            if self._seen_version is not None and version != self._seen_version:
+                for name in list(self._indexes):
+                    self._reconcile(name)
         self._seen_version = version
         self._info_dirty = False
 
@@ -169,13 +171,15 @@ class FaissBackend(Backend):
 
     def _index(self, name: str) -> FaissIndex | None:
         """The collection's index, loaded (memory-mapped when large and read-only) and reconciled."""
-        with self._snapshot():
-            return self._loaded(name)
-
-    def _loaded(self, name: str) -> FaissIndex | None:
         info = self._collection(name)
         if info is None:
             return None
+        if name in self._indexes and name not in self._stale:
+            return self._indexes[name]  # every search but the first
+        with self._snapshot():
+            return self._load(name, info)
+
+    def _load(self, name: str, info: tuple[int, IndexChoice]) -> FaissIndex:
         if name not in self._indexes:
             dim, choice = info
             path = self.directory / f"{name}.faiss"
@@ -396,11 +400,8 @@ class FaissBackend(Backend):
         found = {}
         for start in range(0, len(ids), _CHUNK):
             part = ids[start : start + _CHUNK]
-            for fid, point_id, payload in self.conn.execute(
-                f"SELECT fid, id, payload FROM points WHERE fid IN ({','.join('?' * len(part))})",
-                part,
-            ):
-                found[fid] = (point_id, json.loads(payload))
+            rows = self.conn.execute(_PAYLOAD_SQL.get(len(part)) or _payload_sql(len(part)), part)
+            found.update({fid: (point_id, _loads(payload)) for fid, point_id, payload in rows})
         return found
 
     def fetch(self, collection: str, filter: PointFilter, limit: int, *,
@@ -480,6 +481,16 @@ class FaissBackend(Backend):
             self.conn.close()
             self.conn = None
         self._indexes.clear()
+
+
+_loads = json.JSONDecoder().decode
+_PAYLOAD_SQL: dict[int, str] = {}
+
+
+def _payload_sql(count: int) -> str:
+    """The statement reading ``count`` payloads (kept: the text is built once per size)."""
+    sql = f"SELECT fid, id, payload FROM points WHERE fid IN ({','.join('?' * count)})"
+    return _PAYLOAD_SQL.setdefault(count, sql)
 
 
 def _dumps(payload: dict) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from radsearch.reading.detect import detect_kind
 from radsearch.reading.dicom import read_dicom
 from radsearch.reading.raster import read_raster
-from radsearch.reading.types import ReadError, ReadResult, SkipFile, os_reason
+from radsearch.reading.types import ReadError, ReadResult, SkipFile, os_reason, printable
 
 
 def read_file(
@@ -39,8 +39,15 @@ def read_file(
         raise ReadError(os_reason(e)) from None
     if kind == "dicomdir":
         raise SkipFile("not an image: DICOMDIR (media storage directory)")
-    if kind == "dicom":
-        return read_dicom(
-            path, image_size=image_size, salt=salt, max_frames=max_frames, max_pixels=max_pixels
-        )
-    return read_raster(path, kind, image_size=image_size, max_pixels=max_pixels)
+    try:
+        if kind == "dicom":
+            return read_dicom(
+                path, image_size=image_size, salt=salt, max_frames=max_frames,
+                max_pixels=max_pixels,
+            )
+        return read_raster(path, kind, image_size=image_size, max_pixels=max_pixels)
+    except (ReadError, SkipFile) as error:
+        reason = printable(str(error))
+        if reason == str(error):
+            raise
+        raise type(error)(reason) from error.__cause__

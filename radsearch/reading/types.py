@@ -76,6 +76,13 @@ def short_reason(error: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def printable(text: str, limit: int = 400) -> str:
+    """``text`` on one line of printable characters, at most ``limit`` long: reasons quote values
+    from the file (a modality, a UID), and a damaged file's values may hold any byte."""
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def os_reason(error: OSError) -> str:
     """One line for a file that cannot be opened or read."""
     if isinstance(error, PermissionError):
