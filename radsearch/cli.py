@@ -104,7 +104,7 @@ def index(
             err.print(f"{label} {_one_line(file_path)}: {_one_line(reason)}", highlight=False,
                       soft_wrap=True)
     for warning in summary.warnings:
-        err.print(f"[yellow]warning[/yellow] {warning}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]warning[/yellow] {_one_line(warning)}", highlight=False, soft_wrap=True)
     gone = (f", removed {summary.removed}" if summary.removed else "") + (
         f", missing {summary.missing} (use --prune)" if summary.missing else ""
     )

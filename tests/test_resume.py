@@ -292,9 +292,6 @@ index_folder(sys.argv[1], index=sys.argv[2], reports=sys.argv[3], model=sys.argv
 """
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="radsearch/backends/faiss_backend.py persist() saves only "
-                   "the collections this run touched: fix proposed to the lead")
 def test_kill_between_sync_and_persist_leaves_no_stale_faiss_file(tmp_path, shared_data):
     """The moment random kills rarely hit: the points are in the back end, its FAISS files not yet
     written. The next, complete run must leave every FAISS file holding every point."""

@@ -441,6 +441,9 @@ class FaissBackend(Backend):
         """Re-choose each changed collection's index for its size, rebuild if needed, save it."""
         if self.read_only:
             return
+        self._refresh()
+        for name in list(self._info):  # a run killed after its upserts left these files behind
+            self._index(name)  # loading reconciles, and marks the collection touched if behind
         for name in sorted(self._touched):
             info = self._collection(name)
             if info is None:
