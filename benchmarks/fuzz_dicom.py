@@ -16,7 +16,7 @@ Each distinct finding's input is saved to ``--crashes`` (outside the repository 
 Mutations are structure-aware (bit flips, truncations, element length fields, tags, VRs, transfer
 syntaxes, huge Rows/Columns/NumberOfFrames/BitsAllocated) and, with atheris, mixed with libFuzzer's
 own byte mutations under coverage guidance of pydicom and radsearch. Without atheris
-(``pip install atheris``) the same mutations are drawn at random (``--engine random``).
+(``pip install -e ".[fuzz]"``) the same mutations are drawn at random (``--engine random``).
 
 The reader runs in a child process that a supervisor watches from outside: a decoder stuck in C
 code or an allocation that runs away cannot stop the watch. The child writes each input to a file

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from radsearch.errors import RadsearchError
 from radsearch.reading import detect_kind
+from radsearch.reading.phi import read_header
+from radsearch.reading.values import as_text
 from radsearch.reports import folder_report, sidecar_for_image
 
 # Files with these extensions are meant to be images: when their content is not, that is reported.
@@ -182,12 +184,7 @@ class ShardFilter:
 
 @lru_cache(maxsize=4096)
 def _study_uid(path: str) -> str | None:
-    import pydicom
-
-    try:
-        header = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                                 specific_tags=["StudyInstanceUID"])
-    except Exception:  # noqa: BLE001 - an unreadable header is placed by its folder
-        return None
-    uid = str(header.get("StudyInstanceUID", "") or "").strip()
-    return uid or None
+    """The file's Study Instance UID, read within bounds (a hostile header cannot make this
+    allocate more than the file holds); None when it cannot be read."""
+    header = read_header(path, ["StudyInstanceUID"])
+    return as_text(header.get("StudyInstanceUID")) if header is not None else None

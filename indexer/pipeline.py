@@ -11,7 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,7 @@ from radsearch.indexer.report_stage import (
     study_key_for_image,
 )
 from radsearch.indexer.worker import ReadOutcome, ReadTask, read_one
+from radsearch.reading import CtWindow, parse_ct_windows, stack_frames
 from radsearch.reports import CsvReports, load_reports_csv, sidecar_for_image
 from radsearch.store import Store, default_index_path
 
@@ -89,6 +90,8 @@ def index_folder(
     url: str | None = None,
     backend_options: dict | None = None,
     shard: str | None = None,
+    ct_windows: str | Sequence[CtWindow] | None = None,
+    keep_phi: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> IndexSummary:
     """Index every study under ``root`` into ``index`` (created when absent); see the module doc.
@@ -97,6 +100,13 @@ def index_folder(
     vectors are searched; the choice is recorded, so later runs and searches need not repeat it.
     ``shard`` "i/n" indexes only the studies of shard i of n (see ``discover.Shard``), so that n
     machines fill one Qdrant cluster without duplicates or gaps.
+    ``ct_windows`` renders grayscale CT in three Hounsfield windows, one per model input channel:
+    ``"chest"``, ``"head"``, three window names, or ``"none"`` (see ``reading.parse_ct_windows``);
+    fixed when the index is created, and None (the default) uses the index's choice.
+    ``keep_phi`` (an explicit opt-in, recorded: a later run must repeat it) also stores each DICOM
+    file's identifying attributes in clear in the catalog (``reading.phi.KEPT_ATTRIBUTES``), for
+    ``show``; never in a vector payload. By default identifiers are kept only as salted hashes
+    (``reading.phi`` says what is kept).
     """
     started = time.perf_counter()
     index = Path(index) if index is not None else default_index_path()
@@ -104,10 +114,12 @@ def index_folder(
     csv_reports = load_reports_csv(Path(reports)) if reports is not None else None
     spec = _backend_spec(backend, url, backend_options)
     parsed_shard = Shard.parse(shard) if shard is not None else None
+    windows = parse_ct_windows(ct_windows) if ct_windows is not None else None
     encoder = create_model(model)
     summary = IndexSummary(index=str(index))
     with Store.open_for_writing(index, encoder.describe(), spec,
-                                None if parsed_shard is None else str(parsed_shard)) as store:
+                                None if parsed_shard is None else str(parsed_shard),
+                                ct_windows=windows, keep_phi=keep_phi) as store:
         summary.backend = store.spec.describe()
         if store.switched_from is not None:
             summary.warnings.append(
@@ -322,7 +334,7 @@ class _Batcher:
         if not pixels:
             return np.zeros((0, self.encoder.dim), dtype=np.float32)
         chunks = [
-            self.encoder.encode_images(np.stack(pixels[start : start + self.batch_size]))
+            self.encoder.encode_images(stack_frames(pixels[start : start + self.batch_size]))
             for start in range(0, len(pixels), self.batch_size)
         ]
         return np.concatenate(chunks)
@@ -364,6 +376,10 @@ class _Batcher:
             writer.put_images(conn, file_id=file_id, study_id=study_id, series_id=series_id,
                               result=result, metadata=metadata, vectors=vectors)
             summary.images += len(result.frames)
+        if outcome.identifiers:
+            writer.put_identifiers(conn, file_id, study=study_key,
+                                   series=series_key if result.frames else None,
+                                   identifiers=outcome.identifiers)
         summary.indexed += 1
 
     def _keys(self, found: FoundFile, result, metadata: dict) -> tuple[str, str]:
@@ -403,8 +419,10 @@ def _read_embed_write(
                                 reason=DICOMDIR_REASON)
                 summary.skipped += 1
                 summary.skips.append((item.path, DICOMDIR_REASON))
+    salt, ct_windows, keep_phi = store.salt, store.ct_windows, catalog.keeps_phi(store.conn)
     tasks = [
-        ReadTask(item.path, previous, encoder.image_size, store.salt)
+        ReadTask(item.path, previous, encoder.image_size, salt, ct_windows=ct_windows,
+                 keep_phi=keep_phi)
         for item, previous in plan.to_read
         if item.kind != "dicomdir"
     ]

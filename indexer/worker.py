@@ -10,7 +10,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from radsearch.reading import ReadError, ReadResult, SkipFile, read_file
+from radsearch.reading import CtWindow, ReadError, ReadResult, SkipFile, read_file
+from radsearch.reading.phi import read_identifiers
 
 _HASH_CHUNK = 1 << 20
 
@@ -21,6 +22,8 @@ class ReadTask:
     previous_sha256: str | None  # the content hash stored for this path, if any
     image_size: int
     salt: str
+    ct_windows: tuple[CtWindow, ...] = ()  # the index's CT rendering (empty: grayscale)
+    keep_phi: bool = False  # also read the identifiers `--keep-phi` stores (reading.phi)
 
 
 @dataclass
@@ -30,6 +33,7 @@ class ReadOutcome:
     sha256: str | None = None
     result: ReadResult | None = None
     reason: str | None = None
+    identifiers: dict[str, str] | None = None  # in clear: with ReadTask.keep_phi only
 
 
 def file_sha256(path: str) -> str:
@@ -51,15 +55,20 @@ def read_one(task: ReadTask) -> ReadOutcome:
     if sha256 == task.previous_sha256:
         return ReadOutcome(task.path, "unchanged", sha256=sha256)
     try:
-        result = read_file(Path(task.path), image_size=task.image_size, salt=task.salt)
+        result = read_file(Path(task.path), image_size=task.image_size, salt=task.salt,
+                           ct_windows=task.ct_windows)
     except SkipFile as skip:
         return ReadOutcome(task.path, "skipped", sha256=sha256, reason=str(skip))
     except ReadError as error:
         return ReadOutcome(task.path, "failed", sha256=sha256, reason=str(error))
     except MemoryError:
         return ReadOutcome(task.path, "failed", sha256=sha256, reason="out of memory while decoding")
-    except Exception as error:  # a decoder bug must not stop the run: report it as this file's failure
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as error:  # noqa: BLE001 - a decoder bug must not stop the run, not
+        # even a Rust panic (pyo3's PanicException derives from BaseException): this file failed
         text = " ".join(str(error).split())[:200]
-        reason = f"unexpected {type(error).__name__}: {text}"
+        reason = f"unexpected {type(error).__name__}" + (f": {text}" if text else "")
         return ReadOutcome(task.path, "failed", sha256=sha256, reason=reason)
-    return ReadOutcome(task.path, "read", sha256=sha256, result=result)
+    identifiers = read_identifiers(task.path) if task.keep_phi and result.kind == "dicom" else None
+    return ReadOutcome(task.path, "read", sha256=sha256, result=result, identifiers=identifiers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 
@@ -80,6 +81,7 @@ def forget_file_content(conn: sqlite3.Connection, file_id: int) -> None:
     )
     conn.execute("DELETE FROM images WHERE file_id = ?", (file_id,))
     conn.execute("DELETE FROM reports WHERE file_id = ?", (file_id,))
+    conn.execute("DELETE FROM identifiers WHERE file_id = ?", (file_id,))
 
 
 def remove_file(conn: sqlite3.Connection, path: str) -> None:
@@ -106,6 +108,19 @@ def put_study(
         (key, patient_hash, study_date, description),
     )
     return int(conn.execute("SELECT id FROM studies WHERE key = ?", (key,)).fetchone()[0])
+
+
+def put_identifiers(
+    conn: sqlite3.Connection, file_id: int, *, study: str, series: str | None, identifiers: dict
+) -> None:
+    """What `--keep-phi` keeps of one file (reading.phi.KEPT_ATTRIBUTES, in clear), filed under
+    its study and series keys; the catalog only, never a vector payload."""
+    conn.execute(
+        "INSERT INTO identifiers(file_id, study, series, attributes) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(file_id) DO UPDATE SET study = excluded.study, series = excluded.series, "
+        "attributes = excluded.attributes",
+        (file_id, study, series, json.dumps(identifiers, sort_keys=True, ensure_ascii=False)),
+    )
 
 
 def put_series(conn: sqlite3.Connection, key: str, study_id: int, metadata: dict) -> int:

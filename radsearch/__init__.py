@@ -21,6 +21,8 @@ _EXPORTS = {
     "show": "radsearch.studies",
     "stats": "radsearch.studies",
     "Filters": "radsearch.filters",
+    "classify": "radsearch.zeroshot",
+    "label_query": "radsearch.label_query",
     "create_model": "radsearch.encoders",
     "list_models": "radsearch.encoders",
     "RadsearchError": "radsearch.errors",

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from radsearch.errors import RadsearchError
+
 SCHEMA_VERSION = "1"
 
 COLLECTIONS = ("images", "series", "studies", "sentences")
@@ -117,7 +119,24 @@ CREATE TRIGGER IF NOT EXISTS sentences_drop_vector AFTER DELETE ON sentences BEG
     DELETE FROM vectors WHERE collection = 'sentences' AND ref_id = OLD.id; END;
 CREATE TRIGGER IF NOT EXISTS reports_drop_sentences AFTER DELETE ON reports BEGIN
     DELETE FROM sentences WHERE report_id = OLD.id; END;
+
+-- Only with --keep-phi: a file's identifying attributes in clear (reading.phi.KEPT_ATTRIBUTES),
+-- a JSON object, filed under the study and series keys. Never copied into a vector payload.
+CREATE TABLE IF NOT EXISTS identifiers (
+    file_id INTEGER PRIMARY KEY,
+    study TEXT NOT NULL,
+    series TEXT,
+    attributes TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS identifiers_study ON identifiers(study);
+CREATE INDEX IF NOT EXISTS identifiers_series ON identifiers(series);
+CREATE TRIGGER IF NOT EXISTS files_drop_identifiers AFTER DELETE ON files BEGIN
+    DELETE FROM identifiers WHERE file_id = OLD.id; END;
 """
+
+# Whether the index keeps patient identifiers (--keep-phi): "true" or "false", fixed when the
+# first file is indexed.
+KEEP_PHI_KEY = "privacy.keep_phi"
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -186,3 +205,29 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
         "skipped": one("SELECT COUNT(*) FROM files WHERE status = 'skipped'"),
         "files": one("SELECT COUNT(*) FROM files"),
     }
+
+
+def claim_phi(conn: sqlite3.Connection, keep: bool, where: object) -> None:
+    """Record whether the index at ``where`` keeps patient identifiers, or refuse a run that
+    disagrees with the record: PHI is never silently added to an index, nor dropped from one.
+    An index that holds no file yet takes the choice asked for; one that holds files but no
+    record was built without identifiers."""
+    with transaction(conn):
+        recorded = get_meta(conn).get(KEEP_PHI_KEY)
+        holds_files = conn.execute("SELECT 1 FROM files LIMIT 1").fetchone() is not None
+        if recorded is None or not holds_files:
+            recorded = str(keep).lower() if not holds_files else "false"
+            set_meta(conn, {KEEP_PHI_KEY: recorded})
+    if recorded == str(keep).lower():
+        return
+    if recorded == "true":
+        raise RadsearchError(f"{where}: this index keeps patient identifiers (it was built with "
+                             "--keep-phi): run with --keep-phi, or use another --index")
+    raise RadsearchError(f"{where}: this index holds no patient identifiers (built without "
+                         "--keep-phi): index into a fresh --index to keep them")
+
+
+def keeps_phi(conn: sqlite3.Connection) -> bool:
+    """True when the index was built with --keep-phi."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (KEEP_PHI_KEY,)).fetchone()
+    return row is not None and row[0] == "true"

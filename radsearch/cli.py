@@ -79,6 +79,24 @@ def index(
         Optional[str],
         typer.Option("--shard", help="i/n: index only shard i of n (n machines, one Qdrant cluster)"),
     ] = None,
+    ct_windows: Annotated[
+        Optional[str],
+        typer.Option("--ct-windows", help="Render CT in three Hounsfield windows, one per model "
+                     "channel: chest (lung, mediastinum, bone), head (brain, subdural, skull), three "
+                     "names (e.g. lung,mediastinum,bone), or none (grayscale). Fixed when the index "
+                     "is created; left out, the index's choice (a new index: none)"),
+    ] = None,
+    keep_phi: Annotated[
+        bool,
+        typer.Option("--keep-phi", help="Also store patient identifiers in clear (patient name, "
+                     "ID, birth date and sex, accession number, study ID, Study/Series/SOP "
+                     "Instance UIDs, study date and time, referring physician, institution, "
+                     "descriptions as written) in the catalog only, never in the search back end; "
+                     "`show` displays them and finds a study by accession number. Off by default: "
+                     "UIDs and patient IDs are kept only as salted hashes, the study date for the "
+                     "date filters, and descriptions and report text lose the file's identifiers. "
+                     "Recorded in the index: every later run must say it again"),
+    ] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Index a folder: new and changed files are embedded, unchanged files skipped."""
@@ -91,7 +109,7 @@ def index(
             path, index=index, reports=reports, workers=workers, prune=prune,
             model=model or DEFAULT_MODEL, backend=backend, url=url,
             backend_options=parse_options(backend_opt or []), shard=shard,
-            on_progress=on_progress,
+            ct_windows=ct_windows, keep_phi=keep_phi, on_progress=on_progress,
         ),
         quiet=json_output,
     )
@@ -155,9 +173,16 @@ def _run_with_progress(job, *, quiet: bool):
 
 @app.command()
 def search(
-    text: Annotated[str, typer.Argument(help="What to look for, e.g. 'left pleural effusion'")],
+    text: Annotated[
+        Optional[str], typer.Argument(help="What to look for, e.g. 'left pleural effusion' "
+                                      "(none with --label)")
+    ] = None,
     index: IndexOpt = None,
-    k: KOpt = 10,
+    k: Annotated[
+        Optional[int],
+        typer.Option("-k", "--k", min=1, help="Number of studies to return (default: 10; with "
+                     "--label: every match)"),
+    ] = None,
     target: Annotated[
         str, typer.Option("--in", help="images: text-to-image; reports: report sentences")
     ] = "images",
@@ -168,14 +193,82 @@ def search(
     date_to: DateToOpt = None,
     backend: BackendOpt = None,
     url: UrlOpt = None,
+    label: Annotated[
+        Optional[str],
+        typer.Option("--label", help="Label query instead of TEXT: the studies the zero-shot "
+                     "classifier assigns this label, e.g. 'pleural effusion'"),
+    ] = None,
+    min_prob: Annotated[
+        float, typer.Option("--min-prob", help="With --label: the least probability, in (0, 1)")
+    ] = 0.5,
+    labels: Annotated[
+        Optional[str],
+        typer.Option("--labels", help='With --label: the competing labels, e.g. "CT, MRI, X-ray"'),
+    ] = None,
+    label_set: Annotated[
+        Optional[str],
+        typer.Option("--label-set", help="With --label: its built-in set (chexpert, modality, "
+                     "body-region, plane) (default: the chexpert finding of that name, else the "
+                     "label alone as a finding)"),
+    ] = None,
+    findings: Annotated[
+        Optional[bool],
+        typer.Option("--findings/--single", help="With --label: score it on its own (label vs 'no "
+                     "label') / by a softmax over the set (default: the set's kind; --labels: "
+                     "single)", show_default=False),
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Text search: the studies whose images (or report sentences) best match TEXT."""
+    """Text search: the studies whose images (or report sentences) best match TEXT; or, with
+    --label, every study the zero-shot classifier gives that label with --min-prob or more."""
+    filters = _filters(modality, body_part, view, date_from, date_to)
+    if label is not None:
+        from radsearch.label_query import label_query
+
+        if text is not None:
+            raise RadsearchError("give a query TEXT or --label, not both")
+        if target != "images":
+            raise RadsearchError("--label queries the studies' image vectors: drop --in")
+        _print_label_results(
+            label_query(label, min_prob=min_prob, labels=labels, label_set=label_set,
+                        findings=findings, filters=filters, index=index, backend=backend,
+                        url=url, limit=k),
+            json_output,
+        )
+        return
     from radsearch.retrieval import search as run_search
 
-    results = run_search(text, index=index, k=k, target=target, backend=backend, url=url,
-                         filters=_filters(modality, body_part, view, date_from, date_to))
+    if text is None:
+        raise RadsearchError("give a query TEXT (or --label)")
+    if labels is not None or label_set is not None or findings is not None:
+        raise RadsearchError("--labels, --label-set, --findings and --single go with --label")
+    results = run_search(text, index=index, k=k or 10, target=target, backend=backend, url=url,
+                         filters=filters)
     _print_results(results, json_output)
+
+
+def _print_label_results(results, json_output: bool) -> None:
+    if json_output:
+        _print_json(results.to_dict())
+        return
+    kind = "finding" if results.kind == "findings" else "softmax over the set"
+    out.print(f"{results.label} ({results.label_set}, {kind}) >= {results.min_prob:g} - "
+              f"{len(results.hits)} studies", highlight=False)
+    if not results.hits:
+        return
+    table = Table(show_lines=True)
+    for column in ("#", "probability", "study", "date", "modality", "images"):
+        table.add_column(column, overflow="fold")
+    for rank, hit in enumerate(results.hits, start=1):
+        table.add_row(
+            str(rank), f"{hit.probability:.3f}", _study_label(hit.study),
+            hit.study_date or "", ", ".join(hit.modalities + hit.body_parts),
+            "\n".join(_short_path(image.path) + (f"#{image.frame}" if image.frame else "")
+                      for image in hit.images),
+        )
+    out.print(table)
+    out.print("(`radsearch show STUDY|FILE` for a study; --json for full keys and paths)",
+              style="dim", highlight=False)
 
 
 @app.command()
@@ -252,21 +345,32 @@ def show(
     if json_output:
         _print_json(detail.to_dict())
         return
+    # Text from the files (descriptions, reports, paths) is printed as is, never as markup.
+    plain = {"highlight": False, "markup": False}
     out.print(f"study {detail.study}  date {detail.study_date or '-'}  {detail.description or ''}",
-              highlight=False)
+              **plain)
+    _print_identifiers(detail.identifiers, "  ")
     for series in detail.series:
         out.print(
             f"  series {series.series}  {series.modality or '-'} {series.body_part or ''} "
             f"{series.view or ''} {series.description or ''}  ({len(series.images)} images)",
-            highlight=False,
+            **plain,
         )
+        _print_identifiers(series.identifiers, "    ")
         for image in series.images[:10]:
-            out.print(f"    {image}", highlight=False)
+            out.print(f"    {image}", **plain)
         if len(series.images) > 10:
-            out.print(f"    ... {len(series.images) - 10} more", highlight=False)
+            out.print(f"    ... {len(series.images) - 10} more", **plain)
     for report in detail.reports:
-        out.print(f"  report ({report.source}):", highlight=False)
-        out.print("    " + report.text.replace("\n", "\n    "), highlight=False)
+        out.print(f"  report ({report.source}):", **plain)
+        out.print("    " + report.text.replace("\n", "\n    "), **plain)
+
+
+def _print_identifiers(identifiers: dict[str, list[str]], indent: str) -> None:
+    """The identifiers an index built with --keep-phi holds (none otherwise)."""
+    for keyword, values in identifiers.items():
+        out.print(f"{indent}{keyword}: {' | '.join(values)}", highlight=False, markup=False,
+                  soft_wrap=True)
 
 
 @app.command()
@@ -281,6 +385,9 @@ def stats(index: IndexOpt = None, json_output: JsonOpt = False) -> None:
     for key in ("studies", "series", "images", "reports", "sentences", "failed", "skipped"):
         out.print(f"{key:10} {data[key]}", highlight=False)
     out.print(f"model      {data['model']['name']} ({data['model']['dim']}-d)", highlight=False)
+    windows = data["model"].get("ct_windows") or []
+    out.print(f"CT windows {', '.join(w['name'] for w in windows) or 'none (grayscale)'}",
+              highlight=False)
     out.print(f"index      {data['index']}", highlight=False)
     out.print(f"backend    {data['backend']}", highlight=False)
 

@@ -135,7 +135,8 @@ def similar(
 
 def _embed_file(store: Store, path: Path) -> tuple[np.ndarray, set[str]]:
     """The file's pooled embedding, and the keys of its study (to leave out of the results)."""
-    vector, result = embed_file(path, _query_encoder(store), store.salt)
+    vector, result = embed_file(path, _query_encoder(store), store.salt,
+                                ct_windows=store.ct_windows)
     own = {result.study_uid_hash} if result.study_uid_hash else set()
     if store.conn is not None:
         with store.snapshot() as conn:

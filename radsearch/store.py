@@ -21,7 +21,7 @@ import os
 import secrets
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -30,10 +30,18 @@ from radsearch import catalog
 from radsearch.backends import Backend, BackendSpec, open_backend
 from radsearch.backends import sync as backend_sync
 from radsearch.errors import IndexNotFoundError, ModelMismatchError, RadsearchError
+from radsearch.reading.prepare import (
+    CtWindow,
+    ct_windows_from_record,
+    ct_windows_record,
+    describe_ct_windows,
+)
 
 CATALOG_FILE = "catalog.sqlite"
 LOCK_FILE = "write.lock"
 _MODEL_KEYS = ("model.name", "model.weights_hash", "model.dim")
+# How CT is rendered for the model (``--ct-windows``); fixed when the index is created.
+CT_WINDOWS_KEY = "preprocessing.ct_windows"
 
 
 def default_index_path() -> Path:
@@ -67,9 +75,13 @@ class Store:
 
     @classmethod
     def open_for_writing(cls, path: Path, describe: dict, backend: BackendSpec | None = None,
-                         shard: str | None = None) -> Store:
+                         shard: str | None = None,
+                         ct_windows: Sequence[CtWindow] | None = None,
+                         keep_phi: bool = False) -> Store:
         """Create or open an index to add embeddings of the model ``describe`` (Encoder.describe()),
-        kept in ``backend`` (default: the one recorded, else faiss) as shard ``shard`` ("i/n")."""
+        kept in ``backend`` (default: the one recorded, else faiss) as shard ``shard`` ("i/n"),
+        CT rendered in ``ct_windows`` (``()``: grayscale; None: the index's recorded choice),
+        keeping patient identifiers in the catalog when ``keep_phi`` (see catalog.claim_phi)."""
         path.mkdir(parents=True, exist_ok=True)
         lock = open(path / LOCK_FILE, "a+")
         try:
@@ -81,7 +93,9 @@ class Store:
         store = cls(path, conn, lock, BackendSpec())
         try:
             store._claim_model(model_record(describe))
+            store._claim_ct_windows(ct_windows)
             store._claim_shard(shard)
+            catalog.claim_phi(conn, keep_phi, path)
             store._claim_backend(backend)
             store._bind_backend()
         except BaseException:
@@ -128,6 +142,23 @@ class Store:
                     "use another --index"
                 )
 
+    def _claim_ct_windows(self, requested: Sequence[CtWindow] | None) -> None:
+        """Record the CT rendering of a new index; refuse another one for an index that has one
+        (its embeddings and new ones would not be comparable). An index made before the choice was
+        recorded holds grayscale embeddings, unless it holds no files yet."""
+        with catalog.transaction(self.conn):
+            recorded = catalog.get_meta(self.conn).get(CT_WINDOWS_KEY)
+            if recorded is None:
+                fresh = requested is not None and not self._holds_files()
+                recorded = ct_windows_record(requested if fresh else ())
+                catalog.set_meta(self.conn, {CT_WINDOWS_KEY: recorded})
+        if requested is not None and ct_windows_record(requested) != recorded:
+            raise RadsearchError(
+                f"{self.path}: this index renders CT as "
+                f"{describe_ct_windows(ct_windows_from_record(recorded))}, not "
+                f"{describe_ct_windows(requested)}: the embeddings would not be comparable; "
+                "leave out --ct-windows to use the index's choice, or use another --index")
+
     def _claim_shard(self, shard: str | None) -> None:
         with catalog.transaction(self.conn):
             meta = catalog.get_meta(self.conn)
@@ -167,7 +198,7 @@ class Store:
     def _bind_backend(self) -> None:
         """Agree with the back end's record (model, salt) and tie the ledger to this store."""
         meta = self.meta
-        mine = {key: meta[key] for key in (*_MODEL_KEYS, "salt")}
+        mine = {key: meta[key] for key in (*_MODEL_KEYS, "salt", CT_WINDOWS_KEY)}
         record = self.backend.initialise({**mine, "instance": str(uuid.uuid4())})
         for key in _MODEL_KEYS:
             if record.get(key) != mine[key]:
@@ -175,6 +206,12 @@ class Store:
                     f"{self.spec.describe()} holds embeddings of model {record.get('model.name')} "
                     f"(weights {str(record.get('model.weights_hash'))[:12]}), not {mine['model.name']}"
                 )
+        theirs = record.get(CT_WINDOWS_KEY, ct_windows_record(()))  # older records: grayscale
+        if theirs != mine[CT_WINDOWS_KEY]:
+            raise RadsearchError(
+                f"{self.spec.describe()} renders CT as "
+                f"{describe_ct_windows(ct_windows_from_record(theirs))}, not "
+                f"{describe_ct_windows(self.ct_windows)}: use the same --ct-windows on every machine")
         if record["salt"] != mine["salt"]:
             if self._holds_files():
                 raise RadsearchError(
@@ -229,6 +266,11 @@ class Store:
     @property
     def dim(self) -> int:
         return int(self.meta["model.dim"])
+
+    @property
+    def ct_windows(self) -> tuple[CtWindow, ...]:
+        """The Hounsfield windows CT is rendered in for this index's model (empty: grayscale)."""
+        return ct_windows_from_record(self.meta.get(CT_WINDOWS_KEY))
 
     def check_model(self, describe: dict) -> None:
         """Refuse to query with a model whose weights differ from the index's."""

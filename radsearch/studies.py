@@ -8,8 +8,9 @@ from pathlib import Path
 
 from radsearch import catalog
 from radsearch.errors import RadsearchError
+from radsearch.reading.phi import SERIES_ATTRIBUTES, STUDY_ATTRIBUTES
 from radsearch.retrieval import resolve_study_id
-from radsearch.store import Store, default_index_path
+from radsearch.store import CT_WINDOWS_KEY, Store, default_index_path
 
 
 @dataclass
@@ -21,6 +22,7 @@ class SeriesDetail:
     description: str | None
     manufacturer: str | None
     images: list[str]  # file paths (with #frame for multi-frame files), in slice order
+    identifiers: dict[str, list[str]] = field(default_factory=dict)  # --keep-phi only
 
 
 @dataclass
@@ -37,22 +39,30 @@ class StudyDetail:
     description: str | None
     series: list[SeriesDetail] = field(default_factory=list)
     reports: list[ReportDetail] = field(default_factory=list)
+    # With --keep-phi: the study's identifying attributes in clear, keyword -> distinct values.
+    identifiers: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def show(ref: str, *, index: Path | None = None) -> StudyDetail:
-    """A study from its key, any of its UIDs, or one of its files."""
+    """A study from its key, any of its UIDs, or one of its files; in an index built with
+    --keep-phi also from its accession number, and shown with its identifying attributes."""
     with Store.open_for_reading(Path(index) if index else default_index_path()) as store:
         with store.snapshot() as conn:
+            keeps_phi = catalog.keeps_phi(conn)
             study_id = resolve_study_id(store, conn, ref)
+            if study_id is None and keeps_phi:
+                study_id = _study_by_accession(conn, ref)
             if study_id is None:
                 raise RadsearchError(f"{ref}: no indexed study, series, image or file with that id")
             study = conn.execute(
                 "SELECT key, study_date, description FROM studies WHERE id = ?", (study_id,)
             ).fetchone()
             detail = StudyDetail(study["key"], study["study_date"], study["description"])
+            if keeps_phi:
+                detail.identifiers = _identifiers(conn, "study", study["key"], STUDY_ATTRIBUTES)
             for series in conn.execute(
                 "SELECT * FROM series WHERE study_id = ? ORDER BY series_number, id", (study_id,)
             ).fetchall():
@@ -75,6 +85,8 @@ def show(ref: str, *, index: Path | None = None) -> StudyDetail:
                             row["path"] if row["frames"] == 1 else f"{row['path']}#{row['frame']}"
                             for row in images
                         ],
+                        identifiers=_identifiers(conn, "series", series["key"], SERIES_ATTRIBUTES)
+                        if keeps_phi else {},
                     )
                 )
             for report in conn.execute(
@@ -89,6 +101,29 @@ def show(ref: str, *, index: Path | None = None) -> StudyDetail:
                 ]
                 detail.reports.append(ReportDetail(report["source"], report["text"], sentences))
     return detail
+
+
+def _identifiers(conn, column: str, key: str, keywords: tuple[str, ...]) -> dict[str, list[str]]:
+    """keyword -> the distinct values its files hold, for the files of one study or series."""
+    values: dict[str, set[str]] = {}
+    for (attributes,) in conn.execute(
+        f"SELECT attributes FROM identifiers WHERE {column} = ?", (key,)
+    ):
+        for keyword, value in json.loads(attributes).items():
+            values.setdefault(keyword, set()).add(value)
+    return {keyword: sorted(values[keyword]) for keyword in keywords if keyword in values}
+
+
+def _study_by_accession(conn, accession: str) -> int | None:
+    rows = conn.execute(
+        "SELECT DISTINCT studies.id FROM identifiers JOIN studies ON studies.key = identifiers.study "
+        "WHERE json_extract(identifiers.attributes, '$.AccessionNumber') = ? LIMIT 2",
+        (accession,),
+    ).fetchall()
+    if len(rows) > 1:
+        raise RadsearchError(f"{accession}: several studies have this accession number: "
+                             "name one by its Study Instance UID")
+    return int(rows[0][0]) if rows else None
 
 
 def stats(*, index: Path | None = None) -> dict:
@@ -113,6 +148,7 @@ def stats(*, index: Path | None = None) -> dict:
             "weights_hash": meta.get("model.weights_hash"),
             "dim": int(meta["model.dim"]) if "model.dim" in meta else None,
             "preprocessing": json.loads(meta.get("model.preprocessing", "{}")),
+            "ct_windows": json.loads(meta.get(CT_WINDOWS_KEY) or "[]"),  # []: grayscale CT
         },
         "failures": failures,
     }

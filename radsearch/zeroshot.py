@@ -18,7 +18,7 @@ import numpy as np
 from radsearch.encoders import DEFAULT_MODEL, Encoder, create_model
 from radsearch.encoders.base import l2_normalise
 from radsearch.errors import RadsearchError
-from radsearch.label_sets import FINDINGS, SINGLE, LabelSet, custom_label_set, get_label_set
+from radsearch.label_sets import FINDINGS, LabelSet, custom_label_set, get_label_set
 from radsearch.query_embedding import embed_file
 
 
@@ -120,48 +120,6 @@ def resolve_label_set(
     return custom_label_set(labels, findings=findings)
 
 
-def classify(self, vector: np.ndarray, query: str) -> Classification:
-        probabilities = self.probabilities(vector)[0]
-        similarities = (np.atleast_2d(vector) @ self.positive.T)[0]
-        order = np.argsort(-probabilities, kind="stable")
-        return Classification(
-            query=query,
-            label_set=self.label_set.name,
-            kind=self.label_set.kind,
-            model=self.encoder.name,
-            scores=[
-                LabelScore(self.label_set.labels[i], float(probabilities[i]), float(similarities[i]))
-                for i in order
-            ],
-        )
-
-
-def resolve_label_set(
-    labels: str | list[str] | None = None, label_set: str | None = None, *, findings: bool = False
-) -> LabelSet:
-    if (labels is None) == (label_set is None):
-        raise RadsearchError("give either labels or a label set")
-    if label_set is not None:
-        return get_label_set(label_set)
-    return custom_label_set(labels, findings=findings)
-
-
-def embed_query_file(path: Path, encoder: Encoder, salt: str = "query") -> np.ndarray:
-    """One unit vector for an image file: its frames embedded and pooled like a series."""
-    from radsearch.reading import ReadError, SkipFile, read_file
-
-    try:
-        result = read_file(path, image_size=encoder.image_size, salt=salt)
-    except (ReadError, SkipFile) as error:
-        raise RadsearchError(f"{path}: {error}") from None
-    if not result.frames:
-        raise RadsearchError(f"{path}: holds no image")
-    vectors = encoder.encode_images(np.stack([frame.pixels for frame in result.frames]))
-    positions = [frame.slice_position for frame in result.frames]
-    known = None if any(p is None for p in positions) else np.asarray(positions, dtype=np.float64)
-    return encoder.pool_slices(vectors, known)
-
-
 def classify(
     query: str | Path,
     *,
@@ -195,4 +153,4 @@ def study_vector(ref: str, *, index: Path | None = None) -> tuple[Encoder, np.nd
         except RadsearchError:
             if not Path(ref).is_file():
                 raise
-        return encoder, embed_file(Path(ref), encoder, store.salt)[0]
+        return encoder, embed_file(Path(ref), encoder, store.salt, ct_windows=store.ct_windows)[0]

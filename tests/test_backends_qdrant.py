@@ -11,6 +11,7 @@ import pytest
 
 from radsearch.backends import BackendSpec, Point
 from radsearch.backends.payloads import point_id
+from radsearch.errors import RadsearchError
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("qdrant_client") is None,
                                 reason="qdrant-client is not installed")
@@ -66,9 +67,10 @@ def test_the_api_key_is_never_shown(monkeypatch, caplog):
     monkeypatch.setenv("RADSEARCH_QDRANT_API_KEY", SECRET)
     sleeps: list[float] = []
     backend = _backend(sleeps, url="http://127.0.0.1:9")  # nothing listens: connection refused
-    with caplog.at_level(logging.DEBUG), pytest.raises(Exception) as failure:
+    with caplog.at_level(logging.DEBUG), pytest.raises(RadsearchError) as failure:
         backend.create_collection("images", 4)
-    assert len(sleeps) == 3  # unreachable is transient: retried, then reported
+    assert len(sleeps) == 3  # unreachable is transient: retried, then reported in one line
+    assert str(failure.value).startswith("Qdrant at http://127.0.0.1:9: no answer after 4 tries")
     assert SECRET not in str(failure.value) and SECRET not in repr(failure.value)
     assert SECRET not in caplog.text
     spec = BackendSpec("qdrant", "https://qdrant.example.org:6333", {"shard_number": 3})

@@ -258,6 +258,19 @@ def test_pixel_padding_masked_from_window_and_black(limit: int | None) -> None:
     assert np.abs(rendered[~pad] - expected[~pad]).max() < 1e-3
 
 
+def test_signed_padding_written_as_unsigned_is_still_found() -> None:
+    ds = pydicom.dcmread(pydicom_file("CT_small.dcm"))  # PixelRepresentation 1
+    original = ds.pixel_array.astype(np.float64)
+    pad = _with_padding(ds, -30000)
+    ds["PixelPaddingValue"].VR = "US"
+    ds.PixelPaddingValue = 65536 - 30000  # how many writers store a signed padding value
+    hu = original * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    low, high = np.percentile(hu[~pad], (0.5, 99.5))
+    [rendered] = render_dicom_frames(ds)
+    assert np.all(rendered[pad] == 0)
+    assert np.abs(rendered[~pad] - np.clip((hu - low) / (high - low), 0, 1)[~pad]).max() < 1e-3
+
+
 def test_padding_on_monochrome1_still_black() -> None:
     ds = pydicom.dcmread(pydicom_file("CT_small.dcm"))
     pad = _with_padding(ds, -30000)

@@ -263,7 +263,13 @@ class FaissIndex:
             if self._gpu_index is None:
                 self._gpu_index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, self.index)
             return self._gpu_index.search(query, k)
-        return self.index.search(query, k)
+        return self.index.search(query, k, params=self._depth(k))
+
+    def _depth(self, k: int):
+        """HNSW finds at most efSearch neighbours: search at least k deep (Qdrant's hnsw_ef too)."""
+        if self.choice.kind != "hnsw":
+            return None
+        return faiss.SearchParametersHNSW(efSearch=max(int(self.search_params["ef_search"]), k))
 
     def _exact_among(self, vector: np.ndarray, k: int, allowed: np.ndarray):
         vectors = self.reconstruct(allowed)
@@ -279,7 +285,7 @@ class FaissIndex:
         blocked_sorted = None if excluded is None else np.sort(excluded)
         while True:
             fetch = min(fetch, self.size)
-            scores, ids = self.index.search(query, fetch)
+            scores, ids = self.index.search(query, fetch, params=self._depth(fetch))
             scores, ids = scores[0], ids[0]
             keep = ids >= 0
             if allowed_sorted is not None:

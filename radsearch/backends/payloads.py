@@ -12,8 +12,10 @@ way (never on a catalog's row numbers):
 - sentences uuid5(sentences, study key, sha256 of the report, sentence index): text, section and
             the study card, so that report search filters and shows studies without a join
 
-Study keys are salted hashes of Study Instance UIDs (or ``file:``/``dir:`` paths for PNG/JPEG), so
-payloads hold no patient-identifying value. Keyword values are upper-cased (filters match exactly);
+Study keys are salted hashes of Study Instance UIDs (or ``file:``/``dir:`` paths for PNG/JPEG) and
+descriptions and report sentences were cleaned of their file's identifiers when read
+(``reading.phi.Scrubber``), so payloads hold no patient-identifying value; the identifiers that
+``--keep-phi`` keeps stay in the catalog's ``identifiers`` table, which nothing here reads. Keyword values are upper-cased (filters match exactly);
 ``study_day`` is the study date as an integer YYYYMMDD for range filters.
 """
 

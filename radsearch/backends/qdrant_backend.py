@@ -22,6 +22,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -98,8 +99,12 @@ class QdrantBackend(Backend):
             try:
                 return action()
             except Exception as error:  # noqa: BLE001 - classified just below
-                if attempt == self.retries or not _transient(error):
+                if not _transient(error):
                     raise
+                if attempt == self.retries:
+                    raise RadsearchError(
+                        f"Qdrant at {_display_url(self.url)}: no answer after {attempt + 1} tries: "
+                        f"{_first_line(error)}") from None
                 self._sleep(0.5 * 2**attempt * (1 + random.random() / 4))
         raise AssertionError("unreachable")
 
@@ -268,6 +273,20 @@ def _quantization(kind: str):
 
 def _optional_int(value: object) -> int | None:
     return None if value is None else int(value)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:200]
+
+
+def _display_url(url: str) -> str:
+    """``url`` without user name, password or query: what may be printed."""
+    parts = urlsplit(url)
+    if not parts.scheme:
+        return url  # a local path
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 def _transient(error: Exception) -> bool:

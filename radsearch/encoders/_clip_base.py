@@ -1,4 +1,5 @@
-"""What open_clip and Hugging Face CLIP encoders share: grayscale in, per-model normalisation, hashing.
+"""What open_clip and Hugging Face CLIP encoders share: grayscale or 3-channel in, per-model
+normalisation, hashing.
 
 torch is imported inside functions only: building the registry must stay cheap.
 """
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from radsearch.encoders._radclip_weights import file_sha256, tensor_bytes
-from radsearch.encoders.base import Encoder, l2_normalise
+from radsearch.encoders.base import Encoder, l2_normalise, three_channels
 
 if TYPE_CHECKING:
     import torch
@@ -39,7 +40,7 @@ def square_size(size: Any) -> int:
 class TorchClipEncoder(Encoder):
     """A CLIP-style torch model: subclasses embed normalised 3-channel batches and token batches."""
 
-    channels = 3  # grayscale replicated
+    channels = 3  # grayscale replicated, or CT in three windows
 
     def __init__(
         self,
@@ -96,7 +97,7 @@ class TorchClipEncoder(Encoder):
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
                 pixels = torch.from_numpy(images[start : start + self.batch_size]).to(self.device)
-                rgb = pixels.unsqueeze(1).expand(-1, 3, -1, -1).float()
+                rgb = three_channels(pixels)
                 batches.append(self._embed_images((rgb - mean) / std).float().cpu().numpy())
         return l2_normalise(np.concatenate(batches))
 

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from radsearch.encoders.slice_pooling import mean_pool
 
+if TYPE_CHECKING:
+    import torch
+
 RESIZE_POLICY = "longest side, centred zero padding"
 
 
 class Encoder(ABC):
-    """Maps grayscale images and texts into one L2-normalised embedding space.
+    """Maps images and texts into one L2-normalised embedding space.
 
-    Images arrive as uint8 ``(N, S, S)`` with ``S == image_size``, already resized (longest side)
-    and zero-padded to a centred square by the reader; the encoder only normalises and runs.
+    Images arrive as uint8 ``(N, S, S)`` grayscale or ``(N, 3, S, S)`` (CT in three Hounsfield
+    windows) with ``S == image_size``, already resized (longest side) and zero-padded to a centred
+    square by the reader; the encoder only normalises (per channel) and runs. A grayscale image
+    and its replication to three channels embed alike, so one batch may mix the two forms
+    (``reading.stack_frames``).
     """
 
     name: str
@@ -29,7 +36,7 @@ class Encoder(ABC):
 
     @abstractmethod
     def encode_images(self, images: np.ndarray) -> np.ndarray:
-        """uint8 ``(N, S, S)`` -> float32 ``(N, dim)`` with unit-norm rows."""
+        """uint8 ``(N, S, S)`` or ``(N, 3, S, S)`` -> float32 ``(N, dim)`` with unit-norm rows."""
 
     @abstractmethod
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -76,13 +83,21 @@ class Encoder(ABC):
 
     def _check_images(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
-        expected = (self.image_size, self.image_size)
-        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != expected:
+        size = self.image_size
+        if images.dtype != np.uint8 or images.shape[1:] not in ((size, size), (3, size, size)):
             raise ValueError(
-                f"{self.name} expects uint8 images of shape (N, {self.image_size}, "
-                f"{self.image_size}); got {images.dtype} {images.shape}"
+                f"{self.name} expects uint8 images of shape (N, {size}, {size}) or "
+                f"(N, 3, {size}, {size}); got {images.dtype} {images.shape}"
             )
         return images
+
+
+def three_channels(pixels: torch.Tensor) -> torch.Tensor:
+    """A uint8 batch, ``(N, S, S)`` grayscale (replicated) or ``(N, 3, S, S)``, as float
+    ``(N, 3, S, S)`` for a model's per-channel normalisation."""
+    if pixels.ndim == 3:
+        pixels = pixels.unsqueeze(1).expand(-1, 3, -1, -1)
+    return pixels.float()
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:

@@ -1,9 +1,10 @@
 """``hashing-tiny``: a fast, deterministic, numpy-only encoder for tests and quick runs.
 
 Not a semantic model. Images: 16x16 block means, centred per image, then a fixed random +-1
-projection (which roughly preserves cosines, so similar images get similar vectors). Texts: signed
-hashed bag of lower-cased word unigrams and bigrams. Every constant is derived from hashlib, so the
-vectors are identical on every machine, Python and numpy version.
+projection (which roughly preserves cosines, so similar images get similar vectors); a one-channel
+model, so the channels of a 3-channel image (CT in windows) are averaged. Texts: signed hashed bag
+of lower-cased word unigrams and bigrams. Every constant is derived from hashlib, so the vectors
+are identical on every machine, Python and numpy version.
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ class HashingTiny(Encoder):
     def encode_images(self, images: np.ndarray) -> np.ndarray:
         images = self._check_images(images)
         block = _IMAGE_SIZE // _GRID
-        grid = images.reshape(len(images), _GRID, block, _GRID, block).mean(axis=(2, 4), dtype=np.float64)
+        # Channels averaged with the blocks: the mean of per-channel centred grids, and exactly
+        # the grayscale grid when the channels are a gray image replicated.
+        channels = images.shape[1] if images.ndim == 4 else 1
+        shape = (len(images), channels, _GRID, block, _GRID, block)
+        grid = images.reshape(shape).mean(axis=(1, 3, 5), dtype=np.float64)
         flat = grid.reshape(len(images), _GRID * _GRID)
         centred = (flat - flat.mean(axis=1, keepdims=True)) / 255.0
         vectors = l2_normalise(centred.astype(np.float32) @ self._projection)
@@ -82,7 +87,7 @@ class HashingTiny(Encoder):
     def preprocessing(self) -> dict:
         return {
             **super().preprocessing(),
-            "normalisation": "16x16 block mean, per-image mean subtracted, /255",
+            "normalisation": "16x16 block mean, per-image mean subtracted, /255, channels averaged",
         }
 
 

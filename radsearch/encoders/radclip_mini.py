@@ -27,7 +27,7 @@ from radsearch.encoders._radclip_weights import (
     tensor_bytes,
 )
 from radsearch.encoders._registry import register_model
-from radsearch.encoders.base import Encoder, l2_normalise
+from radsearch.encoders.base import Encoder, l2_normalise, three_channels
 from radsearch.encoders.slice_pooling import module_from_tensors, pool_volume
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class RadClipMini(Encoder):
     name = "radclip-mini"
     dim = _DIM
     image_size = _efficientnet.IMAGE_SIZE
-    channels = 3  # grayscale replicated
+    channels = 3  # grayscale replicated, or CT in three windows
     mean = _efficientnet.MEAN
     std = _efficientnet.STD
 
@@ -106,7 +106,7 @@ class RadClipMini(Encoder):
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
                 pixels = torch.tensor(images[start : start + self.batch_size], device=self.device)
-                rgb = pixels.unsqueeze(1).expand(-1, 3, -1, -1).float()
+                rgb = three_channels(pixels)
                 x = ((rgb - mean) / std).contiguous(memory_format=torch.channels_last)
                 batches.append(tower(x).float().cpu().numpy())
         if not batches:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import struct
-import warnings
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 from io import BytesIO
 from pathlib import Path
 from typing import BinaryIO
@@ -32,10 +29,16 @@ from pydicom.uid import (
 from radsearch.reading.codestream import HEADER_BYTES, declared_size
 from radsearch.reading.detect import HEAD_BYTES, dataset_offset, file_meta_end
 from radsearch.reading.geometry import slice_positions
+from radsearch.reading.guarded_io import BoundedReader, quiet_pydicom
 from radsearch.reading.metadata import dicom_metadata
-from radsearch.reading.phi import identity_hashes
-from radsearch.reading.pixels import render_dicom_frames
-from radsearch.reading.prepare import prepare_for_model
+from radsearch.reading.phi import Scrubber, identity_hashes
+from radsearch.reading.pixels import hounsfield_frames, render_dicom_frames
+from radsearch.reading.prepare import (
+    CtWindow,
+    prepare_channels_for_model,
+    prepare_for_model,
+    render_ct_windows,
+)
 from radsearch.reading.sopclass import PIXEL_KEYWORDS, classify
 from radsearch.reading.sr import report_text
 from radsearch.reading.types import (
@@ -59,13 +62,14 @@ _ALL_PLUGINS_FAILED = "Unable to decode as exceptions were raised by all availab
 
 
 def read_dicom(
-    path: Path, *, image_size: int, salt: str, max_frames: int, max_pixels: int
+    path: Path, *, image_size: int, salt: str, max_frames: int, max_pixels: int,
+    ct_windows: Sequence[CtWindow] = (),
 ) -> ReadResult:
-    with _quiet_pydicom():
+    with quiet_pydicom():
         try:
             return _read(
                 path, image_size=image_size, salt=salt, max_frames=max_frames,
-                max_pixels=max_pixels,
+                max_pixels=max_pixels, ct_windows=ct_windows,
             )
         except (ReadError, SkipFile):
             raise
@@ -75,22 +79,9 @@ def read_dicom(
             raise ReadError(f"cannot read DICOM: {short_reason(e)}") from e
 
 
-@contextmanager
-def _quiet_pydicom() -> Iterator[None]:
-    """pydicom warnings may quote element values (names, IDs): keep them out of logs."""
-    logger = logging.getLogger("pydicom")
-    was_disabled = logger.disabled
-    logger.disabled = True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.disabled = was_disabled
-
-
 def _read(
-    path: Path, *, image_size: int, salt: str, max_frames: int, max_pixels: int
+    path: Path, *, image_size: int, salt: str, max_frames: int, max_pixels: int,
+    ct_windows: Sequence[CtWindow],
 ) -> ReadResult:
     try:
         handle = open(path, "rb")
@@ -100,13 +91,13 @@ def _read(
         ds, size = _parse(handle, inflate_limit=2 * max_pixels + _METADATA_BYTES)
         return _interpret(
             path, ds, size, image_size=image_size, salt=salt, max_frames=max_frames,
-            max_pixels=max_pixels,
+            max_pixels=max_pixels, ct_windows=ct_windows,
         )
 
 
 def _interpret(
     path: Path, ds: Dataset, size: int, *, image_size: int, salt: str, max_frames: int,
-    max_pixels: int,
+    max_pixels: int, ct_windows: Sequence[CtWindow],
 ) -> ReadResult:
     _check_complete(ds, size)
     category, reason = classify(ds)
@@ -119,7 +110,9 @@ def _interpret(
         text = report_text(ds)
         if not text:
             raise SkipFile("structured report without text content")
-        metadata = dicom_metadata(ds, with_image=False)
+        scrubber = Scrubber(ds)  # free text loses the file's own identifiers
+        text = scrubber.text(text)
+        metadata = scrubber.metadata(dicom_metadata(ds, with_image=False))
         return ReadResult(str(path), "dicom", **hashes, metadata=metadata, report_text=text)
 
     n_frames = _check_pixel_data(ds, max_pixels)
@@ -131,7 +124,7 @@ def _interpret(
     if ds.file_meta.TransferSyntaxUID.is_encapsulated:
         _check_codestreams(ds, indices, n_frames)
     try:
-        images = render_dicom_frames(ds, indices)
+        images = _model_pixels(ds, indices, image_size, ct_windows)
     except MemoryError:
         raise
     except BaseException as e:
@@ -145,37 +138,34 @@ def _interpret(
     positions = slice_positions(ds, indices)
     instance_number = as_int(ds.get("InstanceNumber"))
     frames = [
-        ImageFrame(index, prepare_for_model(image, image_size), position, instance_number)
+        ImageFrame(index, image, position, instance_number)
         for index, image, position in zip(indices, images, positions)
     ]
-    metadata = dicom_metadata(ds, with_image=True)
+    metadata = Scrubber(ds).metadata(dicom_metadata(ds, with_image=True))
     return ReadResult(
         str(path), "dicom", **hashes, metadata=metadata, frames=frames, warnings=warnings_
     )
 
 
-class _BoundedReader:
-    """A file whose ``read(n)`` asks for no more than what is left of it.
+def _model_pixels(
+    ds: Dataset, indices: list[int], image_size: int, ct_windows: Sequence[CtWindow]
+) -> list[np.ndarray]:
+    """Each frame model-ready: grayscale CT in ``ct_windows``, one channel each, when given;
+    everything else one gray channel."""
+    if ct_windows and _is_grayscale_ct(ds):
+        # Frame by frame: a series' Hounsfield units are never all in memory at full size.
+        return [prepare_channels_for_model(render_ct_windows(hu, ct_windows), image_size)
+                for hu in hounsfield_frames(ds, indices)]
+    return [prepare_for_model(image, image_size) for image in render_dicom_frames(ds, indices)]
 
-    pydicom reads an element's value with one ``read(declared length)``, and Python allocates
-    that many bytes before the read comes back short: a 1 kB file declaring a 4 GB element
-    would allocate 4 GB.
-    """
 
-    def __init__(self, handle: BinaryIO, size: int) -> None:
-        self._handle = handle
-        self._size = size
-
-    def read(self, n: int | None = -1) -> bytes:
-        if n is None or n < 0:
-            return self._handle.read()
-        return self._handle.read(min(n, max(self._size - self._handle.tell(), 0)))
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return self._handle.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._handle.tell()
+def _is_grayscale_ct(ds: Dataset) -> bool:
+    """CT whose pixels are stored values that the modality LUT turns into Hounsfield units
+    (not a colour secondary capture or rendering)."""
+    photometric = as_text(ds.get("PhotometricInterpretation")) or "MONOCHROME2"
+    return ((as_text(ds.get("Modality")) or "").upper() == "CT"
+            and (as_int(ds.get("SamplesPerPixel")) or 1) == 1
+            and photometric in ("MONOCHROME1", "MONOCHROME2"))
 
 
 def _is_decoder_panic(error: BaseException) -> bool:
@@ -193,7 +183,7 @@ def _parse(handle: BinaryIO, *, inflate_limit: int) -> tuple[Dataset, int]:
             if _DEFLATED in head:
                 _check_inflated_size(handle, inflate_limit)
             handle.seek(0)
-            ds = dcmread(_BoundedReader(handle, size), defer_size=_DEFER_SIZE)
+            ds = dcmread(BoundedReader(handle, size), defer_size=_DEFER_SIZE)
         else:
             offset = dataset_offset(head)
             if offset is None:

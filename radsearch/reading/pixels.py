@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -34,6 +34,19 @@ def render_dicom_frames(ds: Dataset, frames: Sequence[int] | None = None) -> lis
     ]
 
 
+def hounsfield_frames(ds: Dataset, frames: Sequence[int]) -> Iterator[np.ndarray]:
+    """Decode ``frames`` one at a time and yield each one's modality LUT output (Hounsfield units
+    for CT; per frame for enhanced objects) as float32 ``(rows, columns)``, pixel padding NaN.
+
+    A generator: one full-resolution float frame is alive at a time, however long the series.
+    """
+    decoder = get_decoder(ds.file_meta.TransferSyntaxUID)
+    renderer = _Renderer(ds)
+    indices = list(frames)
+    for index, (arr, _) in zip(indices, decoder.iter_array(ds, indices=indices)):
+        yield renderer.hounsfield(arr, index)
+
+
 class _Renderer:
     """Per-object state (LUTs, padding) shared by all frames of one data set."""
 
@@ -54,13 +67,24 @@ class _Renderer:
             return _luminance(arr, float(2**bits - 1))
         return self._render_gray(arr, index)
 
+    def padding_mask(self, arr: np.ndarray) -> np.ndarray | None:
+        """Where the stored values are pixel padding; None when nowhere."""
+        if self.padding is None:
+            return None
+        low, high = self.padding
+        padding = (arr >= low) & (arr <= high)
+        return padding if padding.any() else None
+
+    def hounsfield(self, arr: np.ndarray, index: int) -> np.ndarray:
+        """The modality LUT output of a grayscale frame, pixel padding NaN."""
+        values = self._modality(arr, index)
+        padding = self.padding_mask(arr)
+        if padding is not None:
+            values[padding] = np.nan
+        return values
+
     def _render_gray(self, arr: np.ndarray, index: int) -> np.ndarray:
-        padding = None
-        if self.padding is not None:
-            low, high = self.padding
-            padding = (arr >= low) & (arr <= high)
-            if not padding.any():
-                padding = None
+        padding = self.padding_mask(arr)
         values = self._modality(arr, index)
         with np.errstate(all="ignore"):
             out = self._voi(values, index, padding)
@@ -112,8 +136,16 @@ def _padding_range(ds: Dataset) -> tuple[float, float] | None:
     if value is None:
         return None
     limit = as_float(first(ds.get("PixelPaddingRangeLimit")))
-    limit = value if limit is None else limit
+    value, limit = _signed(value, ds), _signed(value if limit is None else limit, ds)
     return min(value, limit), max(value, limit)
+
+
+def _signed(value: float, ds: Dataset) -> float:
+    """A padding value as the pixels store it: files often write a signed value as US (65535 for -1)."""
+    bits = int(as_float(ds.get("BitsAllocated")) or 16)
+    if as_float(ds.get("PixelRepresentation")) == 1 and value >= 1 << (bits - 1):
+        return value - (1 << bits)
+    return value
 
 
 def _voi_lut(ds: Dataset) -> tuple[int, np.ndarray] | None:

@@ -1,17 +1,21 @@
 """Make a rendered grayscale image model-ready: uint8, square, aspect preserved.
 
 Also the optional CT rendering of one slice in several windows, one per channel (lung, mediastinum,
-bone), for models that take them as their three input channels instead of replicated grayscale.
+bone), for models that take them as their three input channels instead of replicated grayscale;
+the named windows and presets an index may choose (``parse_ct_windows``), and how an index records
+its choice.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
+from radsearch.errors import RadsearchError
 from radsearch.reading.pixels import percentile_window
 
 
@@ -27,6 +31,27 @@ CT_WINDOWS = (
     CtWindow("mediastinum", 350.0, 50.0),
     CtWindow("bone", 2000.0, 500.0),
 )
+# Common reading windows (W/L in HU); an index may choose any three of them, one per channel.
+NAMED_CT_WINDOWS: dict[str, CtWindow] = {
+    window.name: window
+    for window in (
+        *CT_WINDOWS,
+        CtWindow("abdomen", 400.0, 50.0),
+        CtWindow("liver", 150.0, 30.0),
+        CtWindow("brain", 80.0, 40.0),
+        CtWindow("subdural", 200.0, 80.0),
+        CtWindow("stroke", 40.0, 40.0),
+        CtWindow("skull", 2800.0, 600.0),
+    )
+}
+# Presets: chest (lung, mediastinum, bone); head (brain, subdural, and skull: the W2800/L600 bone
+# window of head CT), the triple head-CT haemorrhage models read.
+CT_WINDOW_PRESETS: dict[str, tuple[CtWindow, ...]] = {
+    "chest": CT_WINDOWS,
+    "head": tuple(NAMED_CT_WINDOWS[name] for name in ("brain", "subdural", "skull")),
+}
+NO_CT_WINDOWS = "none"  # CT rendered like every other image: one gray channel
+_CHANNELS = 3  # what the image encoders take
 
 
 def prepare_for_model(image: np.ndarray, size: int) -> np.ndarray:
@@ -90,3 +115,61 @@ def prepare_channels_for_model(channels: np.ndarray, size: int) -> np.ndarray:
     if channels.ndim != 3 or channels.dtype != np.uint8:
         raise ValueError(f"expected uint8 (C, H, W) channels, got {channels.dtype} {channels.shape}")
     return np.stack([prepare_for_model(channel, size) for channel in channels])
+
+
+def parse_ct_windows(choice: str | Sequence[CtWindow]) -> tuple[CtWindow, ...]:
+    """An index's CT rendering: ``"chest"``, ``"head"``, three names of ``NAMED_CT_WINDOWS``
+    (``"lung,mediastinum,bone"``), ``"none"`` (grayscale: returns ``()``), or three CtWindows."""
+    if isinstance(choice, str):
+        text = choice.strip().lower()
+        if text == NO_CT_WINDOWS:
+            return ()
+        if text in CT_WINDOW_PRESETS:
+            return CT_WINDOW_PRESETS[text]
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in names if name not in NAMED_CT_WINDOWS]
+        if unknown or len(names) != _CHANNELS:
+            raise RadsearchError(
+                f"--ct-windows {choice!r}: give {', '.join(CT_WINDOW_PRESETS)}, {NO_CT_WINDOWS}, or "
+                f"three of {', '.join(NAMED_CT_WINDOWS)} separated by commas")
+        return tuple(NAMED_CT_WINDOWS[name] for name in names)
+    windows = tuple(CtWindow(str(w[0]), float(w[1]), float(w[2])) for w in choice)
+    if windows and (len(windows) != _CHANNELS or any(not w.width > 0 for w in windows)):
+        raise RadsearchError(f"CT windows must be three (one per model input channel), each of "
+                             f"positive width; got {describe_ct_windows(windows)}")
+    return windows
+
+
+def describe_ct_windows(windows: Sequence[CtWindow]) -> str:
+    """One line for people: ``chest (lung W1500/L-600, ...)``, or ``none (grayscale)``."""
+    if not windows:
+        return f"{NO_CT_WINDOWS} (grayscale)"
+    listed = ", ".join(f"{w.name} W{w.width:g}/L{w.level:g}" for w in windows)
+    preset = next((name for name, ws in CT_WINDOW_PRESETS.items() if ws == tuple(windows)), None)
+    return f"{preset} ({listed})" if preset else listed
+
+
+def ct_windows_record(windows: Sequence[CtWindow]) -> str:
+    """The canonical JSON an index keeps of its choice (``[]``: grayscale)."""
+    return json.dumps([w._asdict() for w in windows], sort_keys=True)
+
+
+def ct_windows_from_record(record: str | None) -> tuple[CtWindow, ...]:
+    """The windows of a recorded choice; no record is an index made before the choice existed:
+    grayscale."""
+    if not record:
+        return ()
+    return tuple(CtWindow(str(w["name"]), float(w["width"]), float(w["level"]))
+                 for w in json.loads(record))
+
+
+def stack_frames(frames: Sequence[np.ndarray]) -> np.ndarray:
+    """Model-ready frames as one encoder batch: uint8 ``(N, S, S)`` when all are grayscale, else
+    ``(N, 3, S, S)`` with grayscale frames replicated (encoders embed the two forms alike), so a
+    batch may mix CT in windows with other images."""
+    if all(frame.ndim == 2 for frame in frames):
+        return np.stack(frames)
+    return np.stack([
+        np.broadcast_to(frame, (_CHANNELS, *frame.shape)) if frame.ndim == 2 else frame
+        for frame in frames
+    ])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from radsearch.reading.detect import detect_kind
 from radsearch.reading.dicom import read_dicom
+from radsearch.reading.prepare import CtWindow
 from radsearch.reading.raster import read_raster
 from radsearch.reading.types import ReadError, ReadResult, SkipFile, os_reason, printable
 
@@ -18,8 +20,12 @@ def read_file(
     salt: str,
     max_frames: int = 512,
     max_pixels: int = 2**28,
+    ct_windows: Sequence[CtWindow] = (),
 ) -> ReadResult:
     """Read a DICOM, PNG or JPEG file (detected by content).
+
+    ``ct_windows`` (three, e.g. ``CT_WINDOWS``): grayscale CT frames are rendered in these
+    Hounsfield windows, one per channel, uint8 ``(3, S, S)``; other images stay one gray channel.
 
     Raises ReadError (bad input, one-line reason) or SkipFile (valid, but nothing to embed:
     DICOMDIR, RT structure set, segmentation, presentation state, ...).
@@ -43,7 +49,7 @@ def read_file(
         if kind == "dicom":
             return read_dicom(
                 path, image_size=image_size, salt=salt, max_frames=max_frames,
-                max_pixels=max_pixels,
+                max_pixels=max_pixels, ct_windows=ct_windows,
             )
         return read_raster(path, kind, image_size=image_size, max_pixels=max_pixels)
     except (ReadError, SkipFile) as error:

@@ -39,7 +39,7 @@ class SkipFile(Exception):
 @dataclass
 class ImageFrame:
     frame_index: int
-    pixels: np.ndarray  # uint8, (image_size, image_size), model-ready
+    pixels: np.ndarray  # uint8 model-ready: (S, S) gray, or (3, S, S) for CT in windows
     slice_position: float | None  # dot(IPP, row x column direction), mm
     instance_number: int | None  # the file's InstanceNumber (shared by all its frames)
 
