@@ -5,7 +5,7 @@
                                      [--threads N] [--work /tmp/radsearch-label-bench] [--keep]
 
 Builds one index per back end (and FAISS index kind: ``auto`` is what radsearch picks at this
-size, HNSW from 50,000 vectors; ``flat`` is exact) whose ``studies`` collection holds synthetic
+size, IVF-SQ8 with re-ranking from 50,000 vectors; ``flat`` is exact) whose ``studies`` collection holds synthetic
 study vectors, written through the Store and back-end API (the image indexer would take hours), then
 times label queries with the default model's text encoder (radclip-mini):
 

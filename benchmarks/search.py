@@ -16,9 +16,11 @@ For each back end and size: build time (empty -> persisted and searchable), memo
 (resident-set growth of a fresh process that opens the store and runs the queries) and disk per
 vector, then the smallest search effort whose recall@10 >= 0.95 and, at it, QPS and p50/p99 latency
 of one query at a time. ``radsearch-faiss`` is the FaissBackend (payloads included in every hit);
-``raw-faiss`` is an IndexHNSWFlat with the same parameters, built and searched on its own. To
-measure radsearch's own cost, the radsearch run also searches its index file with FAISS directly,
-query by query in turn with radsearch, at the same efSearch: the ratio of the two QPS.
+``raw-faiss`` is the index radsearch chooses at that size (IVF-SQ8 with exact re-ranking from 50k
+vectors; see radsearch/backends/faiss_index.py), with the same parameters and training sample,
+built and searched by FAISS on its own. Effort is nprobe for IVF, efSearch for HNSW, hnsw_ef for
+Qdrant. To measure radsearch's own cost, the radsearch run also searches its index file with FAISS
+directly, query by query in turn with radsearch, at the same effort: the ratio of the two QPS.
 qdrant-client's local mode is brute force in Python: it is run at 100k only. The radsearch-faiss run
 also times end-to-end text queries: text encoding (radclip-mini), search, grouping by study.
 Each back end runs in its own processes (build, then search), so memory figures are its own.
@@ -46,7 +48,6 @@ EFFORTS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 204
            6144, 8192)
 BACKENDS = ("raw-faiss", "radsearch-faiss", "qdrant-edge", "qdrant-local")
 LOCAL_MODE_LIMIT = 200_000  # qdrant-client's local mode is brute force in Python
-HNSW = {"m": 32, "ef_construction": 80}  # radsearch's default for collections >= 50k vectors
 # Fitted so that, at medpix2's 2,050 images, the data matches radclip-mini's real embeddings of
 # them (principal components for 50/80/90/95 % of variance: 20/106/203/293 vs 21/102/191/280;
 # median text->image score of the top 1/10/100: .125/.088/.072 vs .112/.087/.058; image->image
@@ -180,12 +181,32 @@ def disk_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
-def open_store(kind: str, store: Path, device: str, effort: int | None, read_only: bool):
+def faiss_choice(n: int, dim: int, device: str):
+    """The FAISS index radsearch chooses for ``n`` vectors: raw FAISS is built the same way."""
+    from radsearch.backends.faiss_index import choose_index
+
+    return choose_index(n, dim, device=device)
+
+
+def efforts(kind: str, params: dict) -> list[int]:
+    """Search efforts tried, cheapest first: efSearch (HNSW), nprobe (IVF) or hnsw_ef (Qdrant)."""
+    if kind in ("ivfsq", "ivfpq"):
+        nlist = params["nlist"]
+        return sorted({max(1, nlist // d) for d in (64, 32, 16, 12, 8, 6, 5, 4, 3, 2, 1)})
+    return list(EFFORTS)
+
+
+def effort_param(kind: str) -> str:
+    return "nprobe" if kind in ("ivfsq", "ivfpq") else "ef_search"
+
+
+def open_store(kind: str, store: Path, device: str, effort: int | None, read_only: bool,
+               faiss_kind: str = "flat"):
     from radsearch.backends.edge_backend import QdrantEdgeBackend
     from radsearch.backends.faiss_backend import FaissBackend
 
     if kind == "radsearch-faiss":
-        params = {**HNSW, **({"ef_search": effort} if effort else {})}
+        params = {effort_param(faiss_kind): effort} if effort else {}
         return FaissBackend(store, read_only=read_only,
                             options={"faiss_params": params, "device": device})
     backend = QdrantEdgeBackend(store, vector_name="bench", read_only=read_only)
@@ -204,9 +225,7 @@ def build(kind: str, folder: Path, store: Path, device: str) -> dict:
     meta = {name: np.load(folder / f"{name}.npy") for name in ("study", "series", "group")}
     started = time.perf_counter()
     if kind == "raw-faiss":
-        index = faiss.IndexHNSWFlat(int(np.load(folder / "queries.npy").shape[1]), HNSW["m"],
-                                    faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = HNSW["ef_construction"]
+        index = raw_index(folder, n, device)
         for start in range(0, n, 100_000):
             index.add(read_rows(folder / "vectors.npy", start, min(n, start + 100_000)))
         store.mkdir(parents=True, exist_ok=True)
@@ -232,6 +251,43 @@ def build(kind: str, folder: Path, store: Path, device: str) -> dict:
     return {"build_s": time.perf_counter() - started}
 
 
+def raw_index(folder: Path, n: int, device: str):
+    """An empty (trained) FAISS index of radsearch's choice for ``n`` vectors, without radsearch."""
+    import faiss
+
+    from radsearch.backends.faiss_index import training_sample
+
+    dim = int(np.load(folder / "queries.npy").shape[1])
+    choice = faiss_choice(n, dim, device)
+    params = choice.params
+    if choice.kind == "flat":
+        return faiss.IndexFlatIP(dim)
+    if choice.kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params["m"], faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params["ef_construction"]
+        return index
+    codes = "SQ8" if choice.kind == "ivfsq" else f"PQ{params['pq_m']}x8"
+    index = faiss.index_factory(dim, f"IVF{params['nlist']},{codes},RFlat", faiss.METRIC_INNER_PRODUCT)
+    if choice.kind == "ivfpq":
+        faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
+    rows = np.sort(training_sample(np.arange(n), params["nlist"]))
+    vectors = np.load(folder / "vectors.npy", mmap_mode="r")
+    index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
+    return index
+
+
+def set_effort(index, kind: str, effort: int, params: dict) -> None:
+    """Set the search effort on a FAISS index read from a file (IDMap-wrapped or not)."""
+    import faiss
+
+    space = faiss.ParameterSpace()
+    if kind == "hnsw":
+        space.set_index_parameter(index, "efSearch", effort)
+    elif kind in ("ivfsq", "ivfpq"):
+        space.set_index_parameter(index, "nprobe", effort)
+        space.set_index_parameter(index, "k_factor_rf", float(params["k_factor"]))
+
+
 def _pid(i: int) -> str:
     import uuid
 
@@ -247,14 +303,15 @@ def measure(kind: str, folder: Path, store: Path, device: str, start_effort: int
     queries = np.load(folder / "queries.npy")[:n_queries]
     truth = np.load(folder / "truth.npy")[:n_queries]
     n = len(np.load(folder / "study.npy", mmap_mode="r"))
+    choice = faiss_choice(n, queries.shape[1], device)
     before = rss_bytes()
     if kind == "raw-faiss":
         index = faiss.read_index(str(store / "index.faiss"))
         if device == "cuda":
-            raise SystemExit("raw-faiss HNSW has no GPU version in FAISS")
+            raise SystemExit("raw-faiss is measured on the CPU")
 
         def search(vector, effort):
-            index.hnsw.efSearch = effort
+            set_effort(index, choice.kind, effort, choice.params)
             return index.search(vector[None, :], K)[1][0]
     elif kind == "qdrant-local":
         raise AssertionError("qdrant-local is measured by local_mode()")
@@ -268,7 +325,8 @@ def measure(kind: str, folder: Path, store: Path, device: str, start_effort: int
                 for other in opened.values():
                     other.close()
                 opened.clear()
-                opened[effort] = open_store(kind, store, device, effort, read_only=True)
+                opened[effort] = open_store(kind, store, device, effort, read_only=True,
+                                            faiss_kind=choice.kind)
             hits = next(iter(opened.values())).search("images", vector, K)
             return [int(h.payload["path"].rsplit("/", 1)[1][:-4]) for h in hits]
 
@@ -276,8 +334,8 @@ def measure(kind: str, folder: Path, store: Path, device: str, start_effort: int
         search(vector, start_effort)
     memory = rss_bytes() - before
     result = {"memory_bytes_per_vector": memory / n, "disk_bytes_per_vector": disk_bytes(store) / n}
-    efforts = [e for e in EFFORTS if e >= start_effort] or [EFFORTS[-1]]
-    for effort in efforts:
+    tried = efforts("hnsw" if kind == "qdrant-edge" else choice.kind, choice.params)
+    for effort in [e for e in tried if e >= start_effort] or tried[-1:]:
         recall = _recall([search(q, effort) for q in queries], truth)
         if recall >= TARGET_RECALL:
             break
@@ -286,7 +344,7 @@ def measure(kind: str, folder: Path, store: Path, device: str, start_effort: int
         # so that the ratio is radsearch's own cost, not another graph's or another minute's load.
         raw = faiss.read_index(str(store / "images.faiss"),
                                faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
-        faiss.ParameterSpace().set_index_parameter(raw, "efSearch", effort)
+        set_effort(raw, choice.kind, effort, choice.params)
     latencies, raw_latencies = [], []
     for number, vector in enumerate(queries):
         # Each goes first every other query: the second finds the graph's pages warm.
@@ -298,12 +356,16 @@ def measure(kind: str, folder: Path, store: Path, device: str, start_effort: int
             else:
                 search(vector, effort)
             (raw_latencies if who == "raw" else latencies).append(time.perf_counter() - started)
-    result.update(_timing(latencies), effort=effort, recall=recall)
+    result.update(_timing(latencies), effort=effort, recall=recall,
+                  effort_name="hnsw_ef" if kind == "qdrant-edge" else
+                  {"hnsw": "efSearch", "ivfsq": "nprobe", "ivfpq": "nprobe"}.get(choice.kind, ""))
+    if kind != "qdrant-edge":
+        result["faiss_index"] = choice.to_dict()
     if raw_latencies:
         result["same_index_raw_faiss"] = _timing(raw_latencies)
         result["qps_vs_raw_faiss"] = result["qps"] / result["same_index_raw_faiss"]["qps"]
     if kind == "radsearch-faiss" and e2e_queries:
-        result["e2e"] = end_to_end(store, device, effort, e2e_queries)
+        result["e2e"] = end_to_end(store, device, effort, e2e_queries, choice.kind)
     return result
 
 
@@ -317,14 +379,15 @@ def _timing(latencies: list[float]) -> dict:
             "p99_ms": float(np.percentile(ms, 99))}
 
 
-def end_to_end(store: Path, device: str, effort: int, count: int) -> dict:
+def end_to_end(store: Path, device: str, effort: int, count: int, faiss_kind: str) -> dict:
     """A text query as `radsearch search` answers it: encode, search, group by study."""
     from radsearch.backends import PointFilter
     from radsearch.encoders import create_model
     from radsearch.retrieval import image_search
 
     encoder = create_model("radclip-mini")
-    backend = open_store("radsearch-faiss", store, device, effort, read_only=True)
+    backend = open_store("radsearch-faiss", store, device, effort, read_only=True,
+                         faiss_kind=faiss_kind)
     texts = [f"{TEXTS[i % len(TEXTS)]} {i}" for i in range(count + 5)]
     image_search(backend, encoder.encode_texts([texts[0]])[0], K, PointFilter())
     encode, total = [], []
@@ -475,7 +538,7 @@ def markdown(results: list[dict]) -> str:
         ratio = r.get("qps_vs_raw_faiss")
         lines.append(
             f"| {name} | {r['vectors']:,} | {r['build_s']:.0f} | {r['memory_bytes_per_vector']:,.0f} "
-            f"| {r['disk_bytes_per_vector']:,.0f} | {r['effort']} | {r['recall']:.3f} "
+            f"| {r['disk_bytes_per_vector']:,.0f} | {r.get('effort_name', '')} {r['effort']} | {r['recall']:.3f} "
             f"| {r['qps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
             f"| {'' if ratio is None else f'{ratio:.2f}x'} |")
     same = [r for r in results if "same_index_raw_faiss" in r]

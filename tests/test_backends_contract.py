@@ -285,6 +285,8 @@ def test_collections_are_separate(opener):
 
 APPROXIMATE = [
     pytest.param(("faiss", {"faiss_index": "hnsw"}), id="faiss-hnsw"),
+    pytest.param(("faiss", {"faiss_index": "ivfsq", "faiss_params": {"nlist": 16}}),
+                 id="faiss-ivfsq"),
     pytest.param(("faiss", {"faiss_index": "ivfpq", "faiss_params": {"nlist": 16, "pq_m": 8}}),
                  id="faiss-ivfpq"),
     pytest.param(("qdrant-edge", {"indexing_threshold": 10, "full_scan_threshold": 10}),

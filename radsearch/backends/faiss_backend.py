@@ -8,7 +8,7 @@ Layout::
 Each upsert or delete commits to points.sqlite; FAISS files are written atomically by ``persist``.
 On open a FAISS file is reconciled with the points (missing ones added, removed ones dropped), so a
 file saved before a crash, or none, is harmless. The index kind follows the collection size (see
-``faiss_index``) and is recorded per collection; HNSW and IVF-PQ indexes, which cannot remove ids,
+``faiss_index``) and is recorded per collection; HNSW and IVF indexes, which cannot remove ids,
 are rebuilt from the stored vectors after deletions. Filters are SQL over the terms tables.
 """
 
@@ -35,6 +35,7 @@ from radsearch.backends.faiss_index import (
     EXACT_LIMIT,
     MMAP_BYTES,
     SEARCH_PARAMS,
+    TRAINED_KINDS,
     FaissIndex,
     IndexChoice,
     choose_index,
@@ -76,7 +77,7 @@ CREATE TRIGGER IF NOT EXISTS points_drop_terms AFTER DELETE ON points BEGIN
 
 
 class FaissBackend(Backend):
-    """Options: ``faiss_index`` (auto|flat|hnsw|ivfpq, else $RADSEARCH_FAISS_INDEX),
+    """Options: ``faiss_index`` (auto|flat|ivfsq|hnsw|ivfpq, else $RADSEARCH_FAISS_INDEX),
     ``faiss_params`` ({name: int}, then $RADSEARCH_FAISS_PARAMS: m, ef_construction, nlist, pq_m
     rebuild the index; ef_search, nprobe, k_factor only change how it is searched),
     ``device`` (auto|cpu|cuda)."""
@@ -188,8 +189,8 @@ class FaissBackend(Backend):
                                      search_params=self.index_params)
             self._indexes[name] = loaded or FaissIndex(dim, choice, device=self.device,
                                                        search_params=self.index_params)
-            if loaded is None and choice.kind == "ivfpq":
-                self._stale.add(name)  # an IVF-PQ index is trained on its vectors: build it
+            if loaded is None and choice.kind in TRAINED_KINDS:
+                self._stale.add(name)  # an IVF index is trained on its vectors: build it
             self._reconcile(name)
         if name in self._stale:
             self._rebuild(name)
@@ -241,7 +242,7 @@ class FaissBackend(Backend):
         dim, recorded = self._info[name]
         index = FaissIndex(dim, choice or recorded, device=self.device,
                            search_params=self.index_params)
-        if index.choice.kind == "ivfpq":
+        if index.choice.kind in TRAINED_KINDS:
             fids = self._fids(name)
             if len(fids):
                 sample = training_sample(fids, index.choice.params["nlist"])
@@ -275,7 +276,7 @@ class FaissBackend(Backend):
         blobs = [vector.astype("<f4").tobytes() for vector in vectors]
         with self._write() as conn:
             # A point whose vector is unchanged keeps its place in the index: only its payload is
-            # rewritten (no removal, so no rebuild of an HNSW or IVF-PQ index).
+            # rewritten (no removal, so no rebuild of an HNSW or IVF index).
             same = self._same_vectors(conn, collection, latest, blobs)
             for point in latest:
                 if point.id in same:
@@ -465,7 +466,8 @@ class FaissBackend(Backend):
         wanted = choose_index(size, dim, self.index_kind, device=self.device,
                               overrides=self.index_params)
         if wanted.kind == current.kind:
-            outgrown = wanted.kind == "ivfpq" and current.params["nlist"] * 4 < wanted.params["nlist"]
+            outgrown = (wanted.kind in TRAINED_KINDS
+                        and current.params["nlist"] * 4 < wanted.params["nlist"])
             asked = any(current.params.get(key) != value for key, value in self.index_params.items()
                         if key not in SEARCH_PARAMS)
             # Same kind: keep the recorded parameters unless others are asked for or outgrown.

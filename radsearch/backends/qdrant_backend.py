@@ -40,7 +40,10 @@ from radsearch.errors import RadsearchError
 try:
     import httpx
     from qdrant_client import QdrantClient, models
-    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+    from qdrant_client.http.exceptions import (
+        ResponseHandlingException,
+        UnexpectedResponse,
+    )
 except ImportError:
     raise RadsearchError(
         "the qdrant back end needs qdrant-client: pip install 'radsearch[qdrant]'"
