@@ -401,8 +401,11 @@ class FaissBackend(Backend):
         found = {}
         for start in range(0, len(ids), _CHUNK):
             part = ids[start : start + _CHUNK]
-            rows = self.conn.execute(_PAYLOAD_SQL.get(len(part)) or _payload_sql(len(part)), part)
-            found.update({fid: (point_id, _loads(payload)) for fid, point_id, payload in rows})
+            rows = self.conn.execute(_PAYLOAD_SQL.get(len(part)) or _payload_sql(len(part)),
+                                     part).fetchall()
+            # One JSON document for all of them: a search's cost is mostly per-call overhead.
+            payloads = _loads(f"[{','.join(row[2] for row in rows)}]")
+            found.update(zip((row[0] for row in rows), zip((row[1] for row in rows), payloads)))
         return found
 
     def fetch(self, collection: str, filter: PointFilter, limit: int, *,
