@@ -51,18 +51,18 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(np.int32) - b.astype(np.int32)).max())
 
 
-def huge_element_length() -> bytes:
-    """MR_small with a text element, in a sequence of undefined length, declaring 4 GB.
+def huge_element_length(source: str = "MR_small.dcm", sequence: str = "ContentSequence") -> bytes:
+    """``source`` with a text element, in a ``sequence`` of undefined length, declaring 4 GB.
 
     Values inside such a sequence are read at once, never deferred: a reader that trusts the
     declared length allocates 4 GB for a 10 kB file (found by benchmarks/fuzz_dicom.py).
     """
-    ds = pydicom.dcmread(pydicom_file("MR_small.dcm"))
+    ds = pydicom.dcmread(pydicom_file(source))
     item = Dataset()
     item.TextValue = "xxxxxxxx"
     item.is_undefined_length_sequence_item = True
-    ds.ContentSequence = Sequence([item])
-    ds["ContentSequence"].is_undefined_length = True
+    setattr(ds, sequence, Sequence([item]))
+    ds[sequence].is_undefined_length = True
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     data = bytearray(out.getvalue())

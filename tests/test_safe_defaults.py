@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import io
 import json
 import logging
 import os
@@ -21,8 +20,6 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
 from reading_helpers import huge_element_length
 from test_hostile_inputs import deflate_bomb
 from typer.testing import CliRunner
@@ -297,19 +294,10 @@ def test_an_interrupt_still_stops_the_worker(tmp_path: Path, monkeypatch, stop):
 def _huge_text_early() -> bytes:
     """CT_small with a text element declaring 4 GB inside an undefined-length sequence placed
     before the Study Instance UID (pydicom reads such a value whole, at once)."""
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    item = Dataset()
-    item.TextValue = "xxxxxxxx"
-    item.is_undefined_length_sequence_item = True
-    ds.ReferencedStudySequence = Sequence([item])
-    ds["ReferencedStudySequence"].is_undefined_length = True
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    data = bytearray(out.getvalue())
+    data = huge_element_length("CT_small.dcm", "ReferencedStudySequence")
     at = data.find(struct.pack("<HH", 0x0040, 0xA160) + b"UT")
     assert 0 < at < data.find(struct.pack("<HH", 0x0020, 0x000D))
-    struct.pack_into("<I", data, at + 8, 0xFFFFFFF0)
-    return bytes(data)
+    return data
 
 
 def _dicom_uid(name: str) -> str:
