@@ -4,7 +4,6 @@ local mode standing in for a Qdrant server."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 from radsearch.backends import Backend, BackendSpec, Point, PointFilter, open_backend
 from radsearch.backends.base import exact_search
 from radsearch.backends.payloads import point_id
+from tests.backend_params import needs
 
 DIM = 24
 MODALITIES = ["CT", "MR", "CR", "US", None]
@@ -30,15 +30,10 @@ def _one_faiss_thread():
     faiss.omp_set_num_threads(threads)
 
 
-def _needs(module: str):
-    return pytest.mark.skipif(importlib.util.find_spec(module) is None,
-                              reason=f"{module} is not installed")
-
-
 BACKENDS = [
     pytest.param(("faiss", {}), id="faiss"),
-    pytest.param(("qdrant-edge", {}), id="qdrant-edge", marks=_needs("qdrant_edge")),
-    pytest.param(("qdrant", {}), id="qdrant-local", marks=_needs("qdrant_client")),
+    pytest.param(("qdrant-edge", {}), id="qdrant-edge", marks=needs("qdrant_edge")),
+    pytest.param(("qdrant", {}), id="qdrant-local", marks=needs("qdrant_client")),
 ]
 
 
@@ -290,7 +285,7 @@ APPROXIMATE = [
     pytest.param(("faiss", {"faiss_index": "ivfpq", "faiss_params": {"nlist": 16, "pq_m": 8}}),
                  id="faiss-ivfpq"),
     pytest.param(("qdrant-edge", {"indexing_threshold": 10, "full_scan_threshold": 10}),
-                 id="qdrant-edge-hnsw", marks=_needs("qdrant_edge")),
+                 id="qdrant-edge-hnsw", marks=needs("qdrant_edge")),
 ]
 
 

@@ -18,6 +18,7 @@ from radsearch.cli import app
 from radsearch.errors import RadsearchError
 from radsearch.indexer import index_folder
 from radsearch.store import Store
+from tests.backend_params import ALL_BACKENDS
 from tests.corpus import build_corpus
 from tests.test_index_privacy import PLANTED, PLANTED_UIDS, planted_study  # noqa: F401 - a fixture
 
@@ -27,16 +28,7 @@ FILTERS = (Filters(), Filters(modality="CT"), Filters(modality="MRI"),
            Filters(date_from="2000-01-01", date_to="2030-12-31"))
 
 
-def _needs(module: str):
-    return pytest.mark.skipif(importlib.util.find_spec(module) is None,
-                              reason=f"{module} is not installed")
-
-
-KINDS = [
-    pytest.param("faiss", id="faiss"),
-    pytest.param("qdrant-edge", id="qdrant-edge", marks=_needs("qdrant_edge")),
-    pytest.param("qdrant", id="qdrant-local", marks=_needs("qdrant_client")),
-]
+KINDS = ALL_BACKENDS
 
 
 def _where(kind: str, root: Path) -> dict:

@@ -16,7 +16,6 @@ the date filters): the study date, checked to be there.
 from __future__ import annotations
 
 import errno
-import importlib.util
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ from radsearch.catalog import COLLECTIONS
 from radsearch.cli import app
 from radsearch.indexer import index_folder
 from radsearch.store import Store
+from tests.backend_params import ALL_BACKENDS
 
 # Top-level attributes planted in every file.
 PLANTED = {
@@ -220,16 +220,7 @@ def backend_payloads(index: Path) -> bytes:
     return json.dumps(data, ensure_ascii=False).encode()
 
 
-def _needs(module: str):
-    return pytest.mark.skipif(importlib.util.find_spec(module) is None,
-                              reason=f"{module} is not installed")
-
-
-BACKENDS = [
-    pytest.param("faiss", id="faiss"),
-    pytest.param("qdrant-edge", id="qdrant-edge", marks=_needs("qdrant_edge")),
-    pytest.param("qdrant", id="qdrant-local", marks=_needs("qdrant_client")),
-]
+BACKENDS = ALL_BACKENDS
 
 
 def backend_args(kind: str, tmp_path: Path) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -32,23 +31,16 @@ from radsearch.label_query import (
 from radsearch.samples import sample_studies_path
 from radsearch.store import Store
 from radsearch.zeroshot import ZeroShotClassifier
+from tests.backend_params import FAISS, QDRANT_EDGE, needs
 
 MODALITIES = ["CT", "MR", "CR"]
 PROBABILITIES = (0.05, 0.3, 0.5, 0.7, 0.95)
 runner = CliRunner()
 
 
-def _needs(module: str):
-    return pytest.mark.skipif(importlib.util.find_spec(module) is None,
-                              reason=f"{module} is not installed")
-
-
 # qdrant-client's local mode (a Qdrant server's stand-in) is brute force in Python: slow, so it
 # gets one test of its own below.
-BACKENDS = [
-    pytest.param("faiss", id="faiss"),
-    pytest.param("qdrant-edge", id="qdrant-edge", marks=_needs("qdrant_edge")),
-]
+BACKENDS = [FAISS, QDRANT_EDGE]
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +146,7 @@ def test_single_label_query_equals_brute_force(store, encoder, label, options):
             assert 0 <= candidates - len(expected) <= (population - len(expected)) / 2
 
 
-@_needs("qdrant_client")
+@needs("qdrant_client")
 def test_qdrant_server_back_end_gives_the_same_answer(encoder, tmp_path):
     backend, vectors, cards = _fill("qdrant", encoder, tmp_path, 300)
     try:
