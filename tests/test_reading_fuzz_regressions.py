@@ -47,18 +47,23 @@ def test_rle_frame_shorter_than_declared_bits(tmp_path: Path) -> None:
     assert _one_line_error(path).startswith("cannot decode pixel data (RLE Lossless)")
 
 
+def _error_and_peak_memory(path: Path) -> tuple[str, int]:
+    """The one-line error reading ``path`` gives, and the peak Python memory while reading it."""
+    tracemalloc.start()
+    try:
+        message = _one_line_error(path)
+        return message, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_huge_element_length_in_a_sequence_is_not_allocated(tmp_path: Path) -> None:
     # An element in an undefined-length sequence declaring 4 GB in a 10 kB file: pydicom reads
     # such values at once with read(length), and Python allocated the 4 GB before reading.
     path = tmp_path / "huge_length.dcm"
     path.write_bytes(huge_element_length())
 
-    tracemalloc.start()
-    try:
-        message = _one_line_error(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    message, peak = _error_and_peak_memory(path)
     assert message.startswith("truncated DICOM file")
     assert peak < 16 * 2**20
 
@@ -90,12 +95,7 @@ def test_codestream_larger_than_the_header_is_refused_before_decoding(
     tmp_path: Path, name: str, marker: bytes, offset: int, fmt: str, values: tuple, declared: str
 ) -> None:
     path = _patched(tmp_path, name, marker, offset, fmt, *values)
-    tracemalloc.start()
-    try:
-        message = _one_line_error(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    message, peak = _error_and_peak_memory(path)
     assert message.startswith(f"compressed frame 0 declares {declared} pixels")
     assert peak < 16 * 2**20
 
