@@ -14,6 +14,16 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One derived-data cache (the exported text graph) for the whole run, never the user's."""
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RADSEARCH_CACHE", str(cache))
+        patch.delenv("RADSEARCH_TEXT_RUNTIME", raising=False)
+        yield cache
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path_factory.mktemp("home")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from radsearch.encoders import _efficientnet, _minilm
+from radsearch.encoders import _efficientnet, _minilm, _text_runtime
 from radsearch.encoders._radclip_weights import (
     IMAGE_PROJECTION,
     TEXT_PROJECTION,
@@ -33,10 +33,15 @@ from radsearch.encoders.slice_pooling import module_from_tensors, pool_volume
 if TYPE_CHECKING:
     import torch
     from sentence_transformers import SentenceTransformer
+    from tokenizers import Tokenizer
 
 _DIM = 512
 UNTRAINED_NAME = "radclip-mini-untrained"
 _TEXT_BATCH = 64
+# What an exported text graph is checked on: short, long and empty, padded together.
+_PROBE_TEXTS = ("", "no acute cardiopulmonary abnormality",
+                "small left pleural effusion with adjacent compressive atelectasis of the lower lobe, "
+                "unchanged from the prior examination; no pneumothorax")
 
 
 class RadClipMini(Encoder):
@@ -61,6 +66,9 @@ class RadClipMini(Encoder):
         if untrained:
             self.name = UNTRAINED_NAME
         self._lock = threading.Lock()
+        self._text_lock = threading.Lock()
+        self._text_runner: _text_runtime.TextRunner | None = None
+        self._tokenizer: Tokenizer | None = None
         self._image_tower: torch.nn.Module | None = None
         self._text_tower: SentenceTransformer | None = None
         self._slice_pooling: torch.nn.Module | None = None
@@ -115,16 +123,64 @@ class RadClipMini(Encoder):
 
     def text_features(self, texts: Sequence[str]) -> np.ndarray:
         """The text tower's unit-norm sentence embeddings, float32 ``(N, 384)``, before projection."""
+        out = np.zeros((len(texts), _minilm.FEATURE_DIM), dtype=np.float32)
         if len(texts) == 0:
-            return np.zeros((0, _minilm.FEATURE_DIM), dtype=np.float32)
-        embeddings = self.text_tower.encode(
-            list(texts),
-            batch_size=_TEXT_BATCH,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(embeddings, dtype=np.float32)
+            return out
+        runner, tok = self._text_runtime()
+        # Similar lengths batched together: less padding to compute.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), _TEXT_BATCH):
+            rows = order[start : start + _TEXT_BATCH]
+            out[rows] = runner(*_minilm.tokenize(tok, [texts[i] for i in rows]))
+        return out
+
+    def _text_runtime(self) -> tuple[_text_runtime.TextRunner, Tokenizer]:
+        with self._text_lock:
+            if self._text_runner is None:
+                self._tokenizer = _minilm.tokenizer()
+                self._text_runner = self._build_text_runner()
+            return self._text_runner, self._tokenizer
+
+    def _build_text_runner(self) -> _text_runtime.TextRunner:
+        """On the CPU: ONNX Runtime from the cache, else an export of the torch graph, else the torch
+        graph. On a GPU: the torch graph."""
+        runtime = _text_runtime.requested_runtime()
+        if runtime == "onnx" and self.device != "cpu":
+            raise RuntimeError(f"{_text_runtime.RUNTIME_ENV}=onnx runs on the CPU, not {self.device}")
+        use_onnx = runtime != "torch" and self.device == "cpu" and _text_runtime.onnx_installed()
+        if runtime == "onnx" and not use_onnx:
+            raise RuntimeError(f"{_text_runtime.RUNTIME_ENV}=onnx needs onnxruntime and onnx: "
+                               "pip install 'radsearch[onnx]'")
+        key = self._text_graph_key()
+        if use_onnx and (cached := _text_runtime.cached_onnx(key)) is not None:
+            return cached
+        from radsearch.encoders._minilm_graph import SentenceGraph
+
+        graph = SentenceGraph(self.text_tower)
+        if not use_onnx:
+            return _text_runtime.TorchRunner(graph)
+        probe = _minilm.tokenize(self._tokenizer, _PROBE_TEXTS)
+        try:
+            return _text_runtime.export_onnx(graph, key, probe)
+        except Exception as error:
+            if runtime == "onnx":
+                raise
+            # Only speed is lost: the torch graph computes the same vectors.
+            _text_runtime.log.warning("text tower: ONNX export failed (%s); running it on torch",
+                                      _text_runtime.first_line(error))
+            return _text_runtime.TorchRunner(graph)
+
+    def _text_graph_key(self) -> str:
+        """The exported graph's identity: graph version, bundled tower files, shipped text deltas."""
+        from radsearch.encoders._minilm_graph import GRAPH_VERSION
+
+        digest = hashlib.sha256(f"{GRAPH_VERSION}\n".encode())
+        for path in _minilm.model_files():
+            digest.update(f"{path.name} {file_sha256(str(path))}\n".encode())
+        for name, tensor in sorted(self._weights.text_tower.items()):
+            digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+            digest.update(tensor_bytes(tensor))
+        return digest.hexdigest()[:32]
 
     def encode_images(self, images: np.ndarray) -> np.ndarray:
         return l2_normalise(self.image_features(images) @ self._weights.projections[IMAGE_PROJECTION].T)
