@@ -389,11 +389,7 @@ def end_to_end(store: Path, device: str, effort: int, count: int, faiss_kind: st
     from radsearch.retrieval import image_search
 
     runtimes = (["onnx"] if _text_runtime.onnx_installed() else []) + ["torch"]
-    encoders = {}
-    for runtime in runtimes:
-        os.environ[_text_runtime.RUNTIME_ENV] = runtime
-        encoders[runtime] = RadClipMini()  # text encoding on the CPU, as before
-    os.environ.pop(_text_runtime.RUNTIME_ENV)
+    encoders = {runtime: RadClipMini(text_runtime=runtime) for runtime in runtimes}
     backend = open_store("radsearch-faiss", store, device, effort, read_only=True,
                          faiss_kind=faiss_kind)
     texts = [f"{TEXTS[i % len(TEXTS)]} {i}" for i in range(count + 5)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date
 
 from radsearch.backends.base import PointFilter
 from radsearch.errors import RadsearchError
@@ -26,9 +27,13 @@ def normalise_date(value: str | None) -> str | None:
     if value is None:
         return None
     digits = value.replace("-", "").strip()
-    if not re.fullmatch(r"\d{8}", digits):
-        raise RadsearchError(f"invalid date {value!r}: use YYYY-MM-DD")
-    return f"{digits[:4]}-{digits[4:6]}-{digits[6:]}"
+    try:
+        if not re.fullmatch(r"\d{8}", digits):
+            raise ValueError
+        # A real calendar day: 2020-13-45 would otherwise filter on nothing, silently.
+        return date(int(digits[:4]), int(digits[4:6]), int(digits[6:])).isoformat()
+    except ValueError:
+        raise RadsearchError(f"invalid date {value!r}: use YYYY-MM-DD") from None
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,15 @@ def test_without_onnx_the_torch_graph_runs(expected: np.ndarray, monkeypatch: py
     assert isinstance(encoder._text_runner, _text_runtime.TorchRunner)
 
 
+def test_the_runtime_argument_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_text_runtime.RUNTIME_ENV, "onnx")
+    encoder = RadClipMini(text_runtime="torch")
+    encoder.text_features(["x"])
+    assert isinstance(encoder._text_runner, _text_runtime.TorchRunner)
+    with pytest.raises(ValueError, match="text runtime 'gpu': expected one of auto, onnx, torch"):
+        RadClipMini(text_runtime="gpu").text_features(["x"])
+
+
 def test_unknown_runtime_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(_text_runtime.RUNTIME_ENV, "tensorrt")
     with pytest.raises(ValueError, match="RADSEARCH_TEXT_RUNTIME='tensorrt': expected one of auto, onnx, torch"):

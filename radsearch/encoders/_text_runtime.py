@@ -40,7 +40,12 @@ TextRunner = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """int64 ``(input_ids, attention_mask)`` -> float32 unit vectors."""
 
 
-def requested_runtime() -> str:
+def requested_runtime(chosen: str | None = None) -> str:
+    """``chosen`` if given, else ``$RADSEARCH_TEXT_RUNTIME``, else ``auto``."""
+    if chosen is not None:
+        if chosen not in RUNTIMES:
+            raise ValueError(f"text runtime {chosen!r}: expected one of {', '.join(RUNTIMES)}")
+        return chosen
     value = os.environ.get(RUNTIME_ENV, "auto").strip().lower() or "auto"
     if value not in RUNTIMES:
         raise ValueError(f"{RUNTIME_ENV}={value!r}: expected one of {', '.join(RUNTIMES)}")

@@ -59,8 +59,11 @@ class RadClipMini(Encoder):
         weights_file: Path | None = None,
         untrained: bool = False,
         batch_size: int = 32,
+        text_runtime: str | None = None,
     ) -> None:
+        """``text_runtime``: auto | onnx | torch (see ``_text_runtime``; default: the environment)."""
         self.device = device
+        self.text_runtime = text_runtime
         self.batch_size = batch_size
         self._weights = initial_weights() if untrained else load_weights(weights_file)
         if untrained:
@@ -144,7 +147,7 @@ class RadClipMini(Encoder):
     def _build_text_runner(self) -> _text_runtime.TextRunner:
         """On the CPU: ONNX Runtime from the cache, else an export of the torch graph, else the torch
         graph. On a GPU: the torch graph."""
-        runtime = _text_runtime.requested_runtime()
+        runtime = _text_runtime.requested_runtime(self.text_runtime)
         if runtime == "onnx" and self.device != "cpu":
             raise RuntimeError(f"{_text_runtime.RUNTIME_ENV}=onnx runs on the CPU, not {self.device}")
         use_onnx = runtime != "torch" and self.device == "cpu" and _text_runtime.onnx_installed()
