@@ -465,6 +465,25 @@ def demo(
     _print_results(run_search(query, index=Path(summary.index), k=3), False)
 
 
+@app.command()
+def ui(
+    index: IndexOpt = None,
+    backend: BackendOpt = None,
+    url: UrlOpt = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to serve on (default: this machine only; give a "
+                     "network address of this machine to let other machines in)")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to serve on")] = 8501,
+) -> None:
+    """The explorer in the browser: text search, similar cases, label queries, zero-shot
+    classification, studies and index statistics (needs the ui extra)."""
+    from radsearch.ui import serve
+
+    err.print(f"radsearch explorer on http://{host}:{port} (Ctrl+C stops it)", highlight=False)
+    raise typer.Exit(serve(index=index, backend=backend, url=url, host=host, port=port))
+
+
 def _add_training_commands() -> None:
     from radsearch.training.cli import eval_app, train_app  # imports no torch
     from radsearch.training.zeroshot_cli import zeroshot

@@ -60,11 +60,10 @@ def test_torch_graph_matches_sentence_transformers(reference: RadClipMini, expec
 
 
 def test_graph_refuses_a_pipeline_it_does_not_reproduce(reference: RadClipMini) -> None:
-    class NotMean:
+    class Pooling:  # named like the module it stands for: only its mode differs
         def get_config_dict(self) -> dict:
             return {"pooling_mode": "cls"}
 
-    Pooling = type("Pooling", (NotMean,), {})  # noqa: N806 - named like the module it stands for
     modules = list(reference.text_tower)
     fake = [modules[0], Pooling(), modules[2]]
     with pytest.raises(ValueError, match="expected mean pooling"):
