@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from radsearch.encoders._radclip_weights import file_sha256, tensor_bytes
+from radsearch.encoders._radclip_weights import digest_tensors, file_sha256
 from radsearch.encoders.base import Encoder, l2_normalise, three_channels
 
 if TYPE_CHECKING:
@@ -118,9 +118,7 @@ class TorchClipEncoder(Encoder):
             digest = hashlib.sha256(json.dumps(self._identity, sort_keys=True).encode() + b"\n")
             for path in self._tokenizer_files:
                 digest.update(f"tokenizer_file {path.name} {file_sha256(str(path))}\n".encode())
-            for name, tensor in sorted(self.model.state_dict().items()):
-                digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
-                digest.update(tensor_bytes(tensor))
+            digest_tensors(digest, self.model.state_dict())
             self._hash = digest.hexdigest()
         return self._hash
 

@@ -126,6 +126,14 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def digest_tensors(digest: hashlib._Hash, tensors: dict[str, torch.Tensor | np.ndarray]) -> None:
+    """Feed ``tensors`` to ``digest`` in name order: each one's name, dtype, shape and bytes."""
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(tensor_bytes(tensor))
+
+
 def tensor_bytes(tensor: torch.Tensor | np.ndarray) -> bytes:
     """Raw little-endian bytes of a tensor or array, for hashing."""
     if isinstance(tensor, np.ndarray):

@@ -57,6 +57,17 @@ def onnx_installed() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
+def onnx_wanted(runtime: str, device: str) -> bool:
+    """Whether the graph should run on ONNX Runtime (CPU only); an error if ``onnx`` was required
+    and cannot be had."""
+    if runtime == "onnx" and device != "cpu":
+        raise RuntimeError(f"{RUNTIME_ENV}=onnx runs on the CPU, not {device}")
+    wanted = runtime != "torch" and device == "cpu" and onnx_installed()
+    if runtime == "onnx" and not wanted:
+        raise RuntimeError(f"{RUNTIME_ENV}=onnx needs onnxruntime and onnx: pip install 'radsearch[onnx]'")
+    return wanted
+
+
 def cache_dir() -> Path:
     configured = os.environ.get(CACHE_ENV)
     if configured:
@@ -141,6 +152,19 @@ def export_onnx(graph: torch.nn.Module, key: str, probe: tuple[np.ndarray, np.nd
         return runner
     finally:
         Path(temporary).unlink(missing_ok=True)
+
+
+def export_or_torch(graph: torch.nn.Module, key: str, probe: tuple[np.ndarray, np.ndarray], *,
+                    required: bool) -> TextRunner:
+    """The exported graph; if the export fails, the torch graph (only speed is lost: it computes
+    the same vectors) with one warning, or the error when ONNX Runtime was ``required``."""
+    try:
+        return export_onnx(graph, key, probe)
+    except Exception as error:
+        if required:
+            raise
+        log.warning("text tower: ONNX export failed (%s); running it on torch", first_line(error))
+        return TorchRunner(graph)
 
 
 def first_line(error: BaseException) -> str:

@@ -21,10 +21,10 @@ from radsearch.encoders import _efficientnet, _minilm, _text_runtime
 from radsearch.encoders._radclip_weights import (
     IMAGE_PROJECTION,
     TEXT_PROJECTION,
+    digest_tensors,
     file_sha256,
     initial_weights,
     load_weights,
-    tensor_bytes,
 )
 from radsearch.encoders._registry import register_model
 from radsearch.encoders.base import Encoder, l2_normalise, three_channels
@@ -147,31 +147,18 @@ class RadClipMini(Encoder):
     def _build_text_runner(self) -> _text_runtime.TextRunner:
         """On the CPU: ONNX Runtime from the cache, else an export of the torch graph, else the torch
         graph. On a GPU: the torch graph."""
-        runtime = _text_runtime.requested_runtime(self.text_runtime)
-        if runtime == "onnx" and self.device != "cpu":
-            raise RuntimeError(f"{_text_runtime.RUNTIME_ENV}=onnx runs on the CPU, not {self.device}")
-        use_onnx = runtime != "torch" and self.device == "cpu" and _text_runtime.onnx_installed()
-        if runtime == "onnx" and not use_onnx:
-            raise RuntimeError(f"{_text_runtime.RUNTIME_ENV}=onnx needs onnxruntime and onnx: "
-                               "pip install 'radsearch[onnx]'")
-        key = self._text_graph_key()
-        if use_onnx and (cached := _text_runtime.cached_onnx(key)) is not None:
-            return cached
         from radsearch.encoders._minilm_graph import SentenceGraph
 
-        graph = SentenceGraph(self.text_tower)
-        if not use_onnx:
-            return _text_runtime.TorchRunner(graph)
+        runtime = _text_runtime.requested_runtime(self.text_runtime)
+        if not _text_runtime.onnx_wanted(runtime, self.device):
+            return _text_runtime.TorchRunner(SentenceGraph(self.text_tower))
+        key = self._text_graph_key()
+        cached = _text_runtime.cached_onnx(key)
+        if cached is not None:
+            return cached
         probe = _minilm.tokenize(self._tokenizer, _PROBE_TEXTS)
-        try:
-            return _text_runtime.export_onnx(graph, key, probe)
-        except Exception as error:
-            if runtime == "onnx":
-                raise
-            # Only speed is lost: the torch graph computes the same vectors.
-            _text_runtime.log.warning("text tower: ONNX export failed (%s); running it on torch",
-                                      _text_runtime.first_line(error))
-            return _text_runtime.TorchRunner(graph)
+        return _text_runtime.export_or_torch(SentenceGraph(self.text_tower), key, probe,
+                                             required=runtime == "onnx")
 
     def _text_graph_key(self) -> str:
         """The exported graph's identity: graph version, bundled tower files, shipped text deltas."""
@@ -180,9 +167,7 @@ class RadClipMini(Encoder):
         digest = hashlib.sha256(f"{GRAPH_VERSION}\n".encode())
         for path in _minilm.model_files():
             digest.update(f"{path.name} {file_sha256(str(path))}\n".encode())
-        for name, tensor in sorted(self._weights.text_tower.items()):
-            digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
-            digest.update(tensor_bytes(tensor))
+        digest_tensors(digest, self._weights.text_tower)
         return digest.hexdigest()[:32]
 
     def encode_images(self, images: np.ndarray) -> np.ndarray:
@@ -212,10 +197,7 @@ class RadClipMini(Encoder):
                 # Present only when trained: untrained pooling is the plain mean, hash unchanged.
                 **{f"slice_pooling.{k}": v for k, v in self._weights.slice_pooling.items()},
             }
-            for name in sorted(tensors):
-                tensor = tensors[name]
-                digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
-                digest.update(tensor_bytes(tensor))
+            digest_tensors(digest, tensors)
             self._hash = digest.hexdigest()
         return self._hash
 
