@@ -42,7 +42,7 @@ from radsearch.backends.payloads import study_point_id  # noqa: E402
 from radsearch.encoders import DEFAULT_MODEL, create_model  # noqa: E402
 from radsearch.encoders.base import l2_normalise  # noqa: E402
 from radsearch.filters import Filters  # noqa: E402
-from radsearch.label_query import (  # noqa: E402
+from radsearch.label_search import (  # noqa: E402
     label_classifier,
     label_query,
     query_backend,

@@ -22,7 +22,7 @@ _EXPORTS = {
     "stats": "radsearch.studies",
     "Filters": "radsearch.filters",
     "classify": "radsearch.zeroshot",
-    "label_query": "radsearch.label_query",
+    "label_query": "radsearch.label_search",
     "create_model": "radsearch.encoders",
     "list_models": "radsearch.encoders",
     "RadsearchError": "radsearch.errors",
@@ -32,7 +32,11 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    # Lazy: `import radsearch` stays cheap; torch and FAISS load only when used.
+    # Lazy: `import radsearch` stays cheap; torch and FAISS load only when used. The object is kept
+    # as a module attribute, so later lookups no longer come here. No submodule may be named after
+    # an export: importing it would set the package attribute to the module.
     if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'radsearch' has no attribute {name!r}")

@@ -223,7 +223,7 @@ def search(
     --label, every study the zero-shot classifier gives that label with --min-prob or more."""
     filters = _filters(modality, body_part, view, date_from, date_to)
     if label is not None:
-        from radsearch.label_query import label_query
+        from radsearch.label_search import label_query
 
         if text is not None:
             raise RadsearchError("give a query TEXT or --label, not both")

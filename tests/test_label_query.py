@@ -21,7 +21,7 @@ from radsearch.encoders.base import l2_normalise
 from radsearch.errors import RadsearchError
 from radsearch.filters import Filters
 from radsearch.indexer import index_folder
-from radsearch.label_query import (
+from radsearch.label_search import (
     label_classifier,
     label_query,
     query_backend,

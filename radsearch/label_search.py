@@ -1,6 +1,6 @@
 """Label queries over a whole index: the stored studies the zero-shot classifier assigns a label.
 
-    from radsearch.label_query import label_query
+    from radsearch.label_search import label_query
     label_query("pleural effusion", min_prob=0.7, filters=Filters(modality="CR"))
     label_query("CT", label_set="modality", min_prob=0.8)
 
