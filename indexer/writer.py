@@ -11,6 +11,7 @@ import numpy as np
 from radsearch.indexer.discover import FoundFile
 from radsearch.reading import ReadResult
 from radsearch.reports import Sentence
+from radsearch.terms import normalise_metadata
 from radsearch.vectors import vector_to_blob
 
 # Image metadata copied onto each image row so that filters need no joins.
@@ -124,6 +125,7 @@ def put_identifiers(
 
 
 def put_series(conn: sqlite3.Connection, key: str, study_id: int, metadata: dict) -> int:
+    metadata = normalise_metadata(metadata)  # MRI -> MR, Transverse -> AXIAL, from any source
     conn.execute(
         "INSERT INTO series(key, study_id, modality, body_part, view, description, manufacturer, "
         "series_number, dirty) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(key) DO UPDATE SET "
@@ -159,6 +161,7 @@ def put_images(
     vectors: np.ndarray,
 ) -> None:
     """One image row and one vector per frame of a decoded file."""
+    metadata = normalise_metadata(metadata)
     filters = [metadata.get(field) for field in _IMAGE_FILTER_FIELDS]
     for frame, vector in zip(result.frames, vectors, strict=True):
         cursor = conn.execute(

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from radsearch import terms
 from radsearch.errors import RadsearchError
 
 SCHEMA_VERSION = "1"
@@ -159,6 +160,8 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
             )
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA foreign_keys=ON")
+    if not readonly:
+        normalise_terms(conn)
     return conn
 
 
@@ -231,3 +234,45 @@ def keeps_phi(conn: sqlite3.Connection) -> bool:
     """True when the index was built with --keep-phi."""
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (KEEP_PHI_KEY,)).fetchone()
     return row is not None and row[0] == "true"
+
+
+TERMS_KEY = "terms.version"
+
+
+def normalise_terms(conn: sqlite3.Connection) -> int:
+    """Rewrite the modality, body part and view of series and images as defined terms
+    (``radsearch.terms``) once per version of the terms, without re-embedding anything; the
+    back-end points of every study touched are marked unsent, so that the next sync (the end of
+    an index run, or `radsearch remove`) re-sends their payloads. Returns the rows changed."""
+    changed = 0
+    with transaction(conn):
+        if get_meta(conn).get(TERMS_KEY) == terms.VERSION:
+            return 0
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS renamed_studies (id INTEGER PRIMARY KEY)")
+        conn.execute("DELETE FROM renamed_studies")
+        for table in ("series", "images"):
+            for field in terms.FIELDS:
+                for (value,) in conn.execute(
+                    f"SELECT DISTINCT {field} FROM {table} WHERE {field} IS NOT NULL"
+                ).fetchall():
+                    term = terms.normalise(field, value)
+                    if term == value:
+                        continue
+                    conn.execute(f"INSERT OR IGNORE INTO renamed_studies SELECT DISTINCT study_id "
+                                 f"FROM {table} WHERE {field} = ?", (value,))
+                    changed += conn.execute(
+                        f"UPDATE {table} SET {field} = ? WHERE {field} = ?", (term, value)
+                    ).rowcount
+        if changed and conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                                    "AND name = 'backend_points'").fetchone():
+            conn.execute(
+                "UPDATE backend_points SET sent = 0 WHERE vector_id IN (SELECT v.id FROM vectors "
+                "AS v WHERE (v.collection = 'studies' AND v.ref_id IN renamed_studies) "
+                "OR (v.collection = 'series' AND v.ref_id IN (SELECT id FROM series WHERE "
+                "study_id IN renamed_studies)) OR (v.collection = 'images' AND v.ref_id IN "
+                "(SELECT id FROM images WHERE study_id IN renamed_studies)) "
+                "OR (v.collection = 'sentences' AND v.ref_id IN (SELECT id FROM sentences WHERE "
+                "study_id IN renamed_studies)))")
+        conn.execute("DROP TABLE renamed_studies")
+        set_meta(conn, {TERMS_KEY: terms.VERSION})
+    return changed

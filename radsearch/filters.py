@@ -8,18 +8,7 @@ from datetime import date
 
 from radsearch.backends.base import PointFilter
 from radsearch.errors import RadsearchError
-
-# What users type -> the DICOM Modality values it means.
-_MODALITY_ALIASES = {
-    "MRI": ("MR",),
-    "MR": ("MR", "MRI"),
-    "CT": ("CT",),
-    "XRAY": ("CR", "DX", "XR", "X-RAY", "XRAY", "RG"),
-    "X-RAY": ("CR", "DX", "XR", "X-RAY", "XRAY", "RG"),
-    "XR": ("CR", "DX", "XR", "X-RAY", "XRAY", "RG"),
-    "US": ("US", "ULTRASOUND"),
-    "ULTRASOUND": ("US", "ULTRASOUND"),
-}
+from radsearch.terms import FIELDS, filter_values
 
 
 def normalise_date(value: str | None) -> str | None:
@@ -53,14 +42,11 @@ class Filters:
         return any(getattr(self, name) for name in self.__dataclass_fields__)
 
     def point_filter(self) -> PointFilter:
-        """These filters on the back ends' payloads (upper-cased keywords, ``study_day`` YYYYMMDD)."""
+        """These filters on the back ends' payloads (defined terms, ``study_day`` YYYYMMDD)."""
         any_of: dict[str, tuple[str, ...]] = {}
-        if self.modality:
-            wanted = self.modality.strip().upper()
-            any_of["modality"] = _MODALITY_ALIASES.get(wanted, (wanted,))
-        for field in ("body_part", "view"):
+        for field in FIELDS:  # MRI and MR, Transverse and AXIAL: one filter (see radsearch.terms)
             value = getattr(self, field)
-            if value:
-                any_of[field] = (value.strip().upper(),)
+            if value and value.strip():
+                any_of[field] = filter_values(field, value)
         days = tuple(int(d.replace("-", "")) if d else None for d in (self.date_from, self.date_to))
         return PointFilter.build(any_of=any_of, ranges={"study_day": days})
