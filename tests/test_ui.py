@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -36,12 +37,14 @@ needs_browser = pytest.mark.skipif(
 )
 QUERY = "pleural effusion"
 LOAD_S = 120  # first query of a fresh server: the model loads
+# The console script, as a user runs it (`python -m` would put the working folder on sys.path).
+RADSEARCH = [str(Path(sys.executable).with_name("radsearch"))]
 
 
 def test_command_serves_locally_without_telemetry_or_browser() -> None:
     command = streamlit_command(index=Path("/data/idx"), backend="qdrant-edge", port=9000)
-    assert command[1:4] == ["-m", "streamlit", "run"]
-    options = dict(zip(command[5:command.index("--"):2], command[6:command.index("--"):2]))
+    assert command[1:5] == ["-P", "-m", "streamlit", "run"]  # -P: the working folder never shadows radsearch
+    options = dict(zip(command[6:command.index("--"):2], command[7:command.index("--"):2]))
     assert options["--server.address"] == "127.0.0.1"
     assert options["--server.port"] == "9000"
     assert options["--browser.gatherUsageStats"] == "false"
@@ -68,7 +71,7 @@ def test_cli_without_streamlit_is_one_line(monkeypatch: pytest.MonkeyPatch, caps
     assert lines == ["error: the explorer needs Streamlit: pip install 'radsearch[ui]'"]
 
 
-# -- in the browser ----------------------------------------------------------------------------
+# -- serving -------------------------------------------------------------------------------------
 
 
 def _free_port() -> int:
@@ -77,9 +80,100 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+def _descendants(pid: int) -> set[int]:
+    """The live processes below ``pid`` (from /proc; zombies are not alive)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+def _start(arguments: list[str], cwd: Path, env: dict) -> tuple[subprocess.Popen, str, set[int]]:
+    """`radsearch ui ARGUMENTS` in a session of its own, once it answers: (process, URL, the
+    processes it started)."""
+    port = _free_port()
+    server = subprocess.Popen([*RADSEARCH, "ui", *arguments, "--port", str(port)], cwd=cwd,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while not _answers(url):
+        if server.poll() is not None or time.monotonic() > deadline:
+            _stop_all(server)
+            pytest.fail(f"explorer did not start: {server.stdout.read().decode(errors='replace')[-2000:]}")
+        time.sleep(0.3)
+    return server, url, _descendants(server.pid)
+
+
+def _stop_all(server: subprocess.Popen) -> None:
+    """Whatever happens in a test, its session's processes end with it."""
+    try:
+        os.killpg(server.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    server.wait(timeout=30)
+
+
+def _assert_nothing_left(url: str, started: set[int]) -> None:
+    deadline = time.monotonic() + 15
+    while (_alive(started) or _answers(url)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(started), f"still running: {sorted(_alive(started))}"
+    assert not _answers(url)
+
+
+@pytest.mark.skipif("streamlit" in MISSING, reason="needs streamlit (pip install -e '.[ui]')")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL],
+                         ids=["SIGTERM", "SIGINT", "SIGKILL"])
+def test_stopping_the_command_stops_its_server(signum: int, tmp_path: Path) -> None:
+    server, url, started = _start(["--index", str(tmp_path / "index")], tmp_path, dict(os.environ))
+    try:
+        assert started, "the command serves from a process of its own"
+        server.send_signal(signum)  # to the command alone, as `kill PID` does
+        server.wait(timeout=30)
+        _assert_nothing_left(url, started)
+    finally:
+        for pid in _alive(started):
+            os.kill(pid, signal.SIGKILL)
+        _stop_all(server)
+
+
+# -- in the browser ----------------------------------------------------------------------------
+
+
 @pytest.fixture(scope="module", params=["faiss", "qdrant-edge"])
 def served(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """An index of the sample studies on one back end, and the explorer serving it."""
+    """An index of the sample studies on one back end, and the explorer serving it, started from a
+    folder that holds a clone named ``radsearch`` (which must not stand in for the package)."""
     if MISSING or CHROMIUM is None:
         pytest.skip("no browser")
     from radsearch.indexer import index_folder
@@ -87,32 +181,20 @@ def served(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     backend = request.param
     index = tmp_path_factory.mktemp(f"ui-{backend}") / "index"
     index_folder(sample_studies_path(), index=index, backend=backend)
-    port = _free_port()
     home, scratch = tmp_path_factory.mktemp("ui-home"), tmp_path_factory.mktemp("ui-tmp")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "radsearch", "ui", "--index", str(index), "--backend", backend,
-         "--port", str(port)],
-        env={**os.environ, "HOME": str(home), "TMPDIR": str(scratch)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                if answer.status == 200:
-                    break
-        except OSError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            pytest.fail(f"explorer did not start: {server.stdout.read().decode(errors='replace')[-2000:]}")
-        time.sleep(0.5)
+    workdir = tmp_path_factory.mktemp("ui-cwd")
+    (workdir / "radsearch" / "radsearch").mkdir(parents=True)  # a clone's folders, no __init__
+    server, url, started = _start(["--index", str(index), "--backend", backend], workdir,
+                                  {**os.environ, "HOME": str(home), "TMPDIR": str(scratch)})
     try:
         yield {"url": url, "index": index, "backend": backend, "scratch": scratch}
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        finally:
+            _stop_all(server)
+        _assert_nothing_left(url, started)
 
 
 @pytest.fixture(scope="module")
