@@ -20,6 +20,7 @@ _EXPORTS = {
     "StudyHit": "radsearch.retrieval",
     "show": "radsearch.studies",
     "stats": "radsearch.studies",
+    "remove": "radsearch.removal",
     "Filters": "radsearch.filters",
     "classify": "radsearch.zeroshot",
     "label_query": "radsearch.label_search",

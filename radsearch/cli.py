@@ -123,7 +123,9 @@ def index(
                       soft_wrap=True)
     for warning in summary.warnings:
         err.print(f"[yellow]warning[/yellow] {_one_line(warning)}", highlight=False, soft_wrap=True)
-    gone = (f", removed {summary.removed}" if summary.removed else "") + (
+    kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(summary.skipped_kinds.items()))
+    gone = (f" ({kinds}: neither images nor reports)" if kinds else "") + (
+        f", removed {summary.removed}" if summary.removed else "") + (
         f", missing {summary.missing} (use --prune)" if summary.missing else ""
     )
     out.print(
@@ -443,18 +445,27 @@ def classify(
 
 @app.command()
 def demo(
-    index: IndexOpt = None,
+    index: Annotated[
+        Optional[Path],
+        typer.Option("--index", help="Index directory for the sample studies",
+                     show_default="~/.radsearch/demo, never your own index"),
+    ] = None,
     query: Annotated[str, typer.Option("--query", help="Text to search for")] = "pleural effusion",
+    model: Annotated[Optional[str], typer.Option("--model", help="Embedding model (see `models`)")] = None,
 ) -> None:
-    """Index the sample studies that ship with radsearch and search them."""
+    """Index the sample studies that ship with radsearch into an index of their own and search it."""
+    from radsearch.encoders import DEFAULT_MODEL
     from radsearch.indexer import index_folder
-    from radsearch.samples import sample_studies_path
     from radsearch.retrieval import search as run_search
+    from radsearch.samples import demo_index_path, sample_studies_path
 
     folder = sample_studies_path()
-    out.print(f"indexing the sample studies in {folder}", highlight=False)
+    index = index or demo_index_path()
+    out.print(f"indexing the sample studies in {folder}\ninto the demo index {index} (your own "
+              "index is not touched)", highlight=False)
     summary = _run_with_progress(
-        lambda on_progress: index_folder(folder, index=index, on_progress=on_progress), quiet=False
+        lambda on_progress: index_folder(folder, index=index, model=model or DEFAULT_MODEL,
+                                         on_progress=on_progress), quiet=False
     )
     out.print(f"indexed {summary.indexed}, unchanged {summary.unchanged}, failed {summary.failed} "
               f"-> {summary.index}", highlight=False)
@@ -463,6 +474,30 @@ def demo(
                               target="reports"), False)
     out.print(f'\nimage search: "{query}"', highlight=False)
     _print_results(run_search(query, index=Path(summary.index), k=3), False)
+    out.print(f"\nsearch it again with --index {index}, e.g. radsearch search \"head CT\" --index "
+              f"{index}; remove it with rm -r {index}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def remove(
+    refs: Annotated[list[str], typer.Argument(help="Indexed files or folders, or study, series or "
+                                              "image UIDs/keys", show_default=False)],
+    index: IndexOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; change nothing")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Remove studies, series or files from the index (catalog, vectors and back end)."""
+    from radsearch.removal import remove as run_remove
+
+    summary = run_remove(refs, index=index, dry_run=dry_run)
+    if json_output:
+        _print_json(summary.to_dict())
+        return
+    verb = "would remove" if dry_run else "removed"
+    for path in summary.files:
+        out.print(f"{verb} {_one_line(path)}", highlight=False, soft_wrap=True)
+    out.print(f"{verb} {len(summary.files)} files, {summary.images} images, {summary.reports} "
+              f"reports, {summary.studies} whole studies -> {summary.index}", highlight=False)
 
 
 @app.command()
