@@ -27,12 +27,20 @@ class FoundFile:
     dir: str
     size: int
     mtime_ns: int
-    kind: str  # dicom | dicomdir | png | jpeg | report | bad
-    problem: str | None = None  # why a "bad" file cannot be read
+    kind: str  # dicom | dicomdir | png | jpeg | report | bad | other
+    # why a "bad" file cannot be read; an "other" file's kind (file_kind)
+    problem: str | None = None
 
     @property
     def is_image(self) -> bool:
         return self.kind in ("dicom", "png", "jpeg")
+
+
+def check_root(root: Path) -> None:
+    """A root that does not exist (a typo) is an error before any index is opened: nothing about
+    it may be recorded."""
+    if not os.path.isdir(root) and not os.path.isfile(root):
+        raise RadsearchError(f"{root}: no such file or folder (nothing was indexed)")
 
 
 def discover(root: Path) -> list[FoundFile]:
@@ -44,8 +52,7 @@ def discover(root: Path) -> list[FoundFile]:
     if root.is_file():
         found = _classify(root)
         return [found] if found else []
-    if not root.is_dir():
-        return [FoundFile(str(root), str(root.parent), -1, 0, "bad", "no such file or folder")]
+    check_root(root)
     seen_dirs: set[tuple[int, int]] = set()
     results: list[FoundFile] = []
 
@@ -98,7 +105,7 @@ def _classify(path: Path) -> FoundFile | None:
     if suffix in _REPORT_EXTENSIONS:
         if _is_report(path):
             return FoundFile(*base, "report")
-        return None
+        return FoundFile(*base, "other", file_kind(path))
     try:
         kind = detect_kind(path)
     except OSError as error:
@@ -108,7 +115,16 @@ def _classify(path: Path) -> FoundFile | None:
     if suffix in _IMAGE_EXTENSIONS:
         reason = "empty file (0 bytes)" if info.st_size == 0 else "not a DICOM, PNG or JPEG file"
         return FoundFile(*base, "bad", reason)
-    return None
+    return FoundFile(*base, "other", file_kind(path))
+
+
+def file_kind(path: Path) -> str:
+    """What a file that is neither an image nor a report is, for the summary's skipped counts:
+    its extension (both parts of a compressed one, e.g. '.tar.gz'), or 'no extension'."""
+    suffixes = [suffix.lower() for suffix in path.suffixes[-2:]]
+    if len(suffixes) == 2 and suffixes[-1] in (".gz", ".bz2", ".xz", ".zst"):
+        return "".join(suffixes)
+    return suffixes[-1] if suffixes else "no extension"
 
 
 def _is_report(path: Path) -> bool:

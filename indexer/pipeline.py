@@ -23,7 +23,7 @@ from radsearch.backends import BackendSpec
 from radsearch.encoders import DEFAULT_MODEL, Encoder, create_model
 from radsearch.errors import RadsearchError
 from radsearch.indexer import aggregate, writer
-from radsearch.indexer.discover import FoundFile, Shard, ShardFilter, discover
+from radsearch.indexer.discover import FoundFile, Shard, ShardFilter, check_root, discover
 from radsearch.indexer.report_stage import (
     apply_csv_reports,
     embed_report,
@@ -57,6 +57,9 @@ class IndexSummary:
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     skips: list[tuple[str, str]] = field(default_factory=list)
+    # Files skipped as neither images nor reports, by kind ({".bval": 2, ".tar.gz": 1}); not in
+    # ``skipped``, which counts the files the catalog records as skipped
+    skipped_kinds: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -111,6 +114,7 @@ def index_folder(
     started = time.perf_counter()
     index = Path(index) if index is not None else default_index_path()
     root = Path(os.path.abspath(root))
+    check_root(root)  # a typo is refused before the index is opened: nothing of it is recorded
     csv_reports = load_reports_csv(Path(reports)) if reports is not None else None
     spec = _backend_spec(backend, url, backend_options)
     parsed_shard = Shard.parse(shard) if shard is not None else None
@@ -127,6 +131,9 @@ def index_folder(
                 "every vector is sent to the new one")
         conn = store.conn
         found = discover(root)
+        if not any(item.kind != "other" for item in found):
+            summary.warnings.append(f"{root}: nothing to index was found there (no DICOM, PNG, "
+                                    "JPEG or report file)")
         shard_filter = ShardFilter(parsed_shard, root, found) if parsed_shard else None
         plan = _plan(conn, found, root, csv_reports, summary, shard_filter)
         _record_bad_files(conn, plan.bad, summary)
@@ -218,6 +225,9 @@ def _plan(
     plan = _Plan()
     seen: set[str] = set()
     for item in found:
+        if item.kind == "other":  # neither image nor report: counted by kind, never recorded
+            summary.skipped_kinds[item.problem] = summary.skipped_kinds.get(item.problem, 0) + 1
+            continue
         row = known.get(item.path)
         same_stat = row is not None and row["size"] == item.size and row["mtime_ns"] == item.mtime_ns
         if shard_filter is not None and not same_stat and not shard_filter.owns(item):

@@ -124,7 +124,8 @@ def index(
     for warning in summary.warnings:
         err.print(f"[yellow]warning[/yellow] {_one_line(warning)}", highlight=False, soft_wrap=True)
     kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(summary.skipped_kinds.items()))
-    gone = (f" ({kinds}: neither images nor reports)" if kinds else "") + (
+    others = sum(summary.skipped_kinds.values())
+    gone = (f" + {others} neither images nor reports ({kinds})" if kinds else "") + (
         f", removed {summary.removed}" if summary.removed else "") + (
         f", missing {summary.missing} (use --prune)" if summary.missing else ""
     )
