@@ -12,6 +12,7 @@ from pathlib import Path
 
 from radsearch.errors import RadsearchError
 from radsearch.reading import detect_kind
+from radsearch.reading.nifti import nifti_name, not_nifti_reason
 from radsearch.reading.phi import read_header
 from radsearch.reading.values import as_text
 from radsearch.reports import folder_report, sidecar_for_image
@@ -33,7 +34,7 @@ class FoundFile:
 
     @property
     def is_image(self) -> bool:
-        return self.kind in ("dicom", "png", "jpeg")
+        return self.kind in ("dicom", "nifti", "png", "jpeg")
 
 
 def check_root(root: Path) -> None:
@@ -115,6 +116,8 @@ def _classify(path: Path) -> FoundFile | None:
     if suffix in _IMAGE_EXTENSIONS:
         reason = "empty file (0 bytes)" if info.st_size == 0 else "not a DICOM, PNG or JPEG file"
         return FoundFile(*base, "bad", reason)
+    if nifti_name(path):
+        return FoundFile(*base, "bad", not_nifti_reason(path))
     return FoundFile(*base, "other", file_kind(path))
 
 
@@ -130,7 +133,8 @@ def file_kind(path: Path) -> str:
 def _is_report(path: Path) -> bool:
     if folder_report(path.parent) == path:
         return True
-    for suffix in (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG"):
+    for suffix in (".png", ".jpg", ".jpeg", ".nii", ".nii.gz", ".PNG", ".JPG", ".JPEG", ".NII",
+                   ".NII.GZ"):
         image = path.with_suffix(suffix)
         if image.exists() and sidecar_for_image(image) == path:
             return True

@@ -380,15 +380,18 @@ def read_report_file(path: Path) -> str:
 
 
 def sidecar_for_image(image_path: Path) -> Path | None:
-    """``X.txt`` or ``X.json`` beside a PNG/JPEG image ``X.png``: that image's own report."""
+    """``X.txt`` or ``X.json`` beside a PNG/JPEG image ``X.png``: that image's own report; ``X.txt``
+    beside a NIfTI volume ``X.nii``/``X.nii.gz`` (there ``X.json`` is BIDS metadata, not a report)."""
     image_path = Path(image_path)
-    if image_path.suffix.lower() not in SIDECAR_IMAGE_SUFFIXES:
+    name = image_path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        stem = image_path.name[: -len(".nii.gz" if name.endswith(".gz") else ".nii")]
+        candidates = [image_path.with_name(stem + suffix) for suffix in (".txt", ".TXT")]
+    elif image_path.suffix.lower() in SIDECAR_IMAGE_SUFFIXES:
+        candidates = [image_path.with_suffix(s) for s in (".txt", ".json", ".TXT", ".JSON")]
+    else:
         return None
-    for suffix in (".txt", ".json", ".TXT", ".JSON"):
-        candidate = image_path.with_suffix(suffix)
-        if candidate.is_file():
-            return candidate
-    return None
+    return next((candidate for candidate in candidates if candidate.is_file()), None)
 
 
 def folder_report(folder: Path) -> Path | None:

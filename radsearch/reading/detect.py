@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,11 @@ _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR
 # Some writers leave stray bytes before a meta-less data set (pydicom's no_meta.dcm has one).
 _MAX_STRAY_BYTES = 3
 _MAX_IMPLICIT_FIRST_LENGTH = 1024
+_GZIP_MAGIC = b"\x1f\x8b"
+NIFTI_HEADER_BYTES = {1: 348, 2: 540}  # sizeof_hdr of NIfTI-1 and NIfTI-2
+_NIFTI2_MAGICS = (b"n+2\x00\r\n\x1a\n", b"ni2\x00\r\n\x1a\n")
+_NIFTI1_MAGICS = (b"n+1\x00", b"ni1\x00")
+_GZIP_HEAD_INPUT = 64 * 1024  # compressed bytes read to find a NIfTI header (a gzip name field may be long)
 
 
 def read_head(path: Path, n: int = HEAD_BYTES) -> bytes:
@@ -47,9 +53,39 @@ def detect_kind(path: Path) -> FileKind | None:
         if path.name.upper() == "DICOMDIR" or _is_media_directory(head):
             return "dicomdir"
         return "dicom"
+    if nifti_version(head) or (head.startswith(_GZIP_MAGIC) and nifti_version(gunzip_head(path))):
+        return "nifti"
     if dataset_offset(head) is not None:
         return "dicomdir" if path.name.upper() == "DICOMDIR" else "dicom"
     return None
+
+
+def nifti_version(head: bytes) -> int | None:
+    """1 or 2 when ``head`` opens with a NIfTI-1 or NIfTI-2 header (either byte order), else None."""
+    for order in "<>":
+        if len(head) >= 4 and struct.unpack_from(order + "i", head)[0] == NIFTI_HEADER_BYTES[1]:
+            if head[344:348] in _NIFTI1_MAGICS:
+                return 1
+        if len(head) >= 12 and struct.unpack_from(order + "i", head)[0] == NIFTI_HEADER_BYTES[2]:
+            if head[4:12] in _NIFTI2_MAGICS:
+                return 2
+    return None
+
+
+def gunzip_head(path: Path, n: int = NIFTI_HEADER_BYTES[2]) -> bytes:
+    """The first ``n`` bytes a gzip file inflates to (fewer when it ends or is damaged before),
+    reading at most 64 kB of it: enough to recognise a compressed NIfTI header."""
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+    out = b""
+    with open(path, "rb") as f:
+        data = f.read(_GZIP_HEAD_INPUT)
+    try:
+        while data and len(out) < n and not inflater.eof:
+            out += inflater.decompress(data, n - len(out))
+            data = inflater.unconsumed_tail
+    except zlib.error:
+        pass
+    return out
 
 
 def _is_media_directory(head: bytes) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from radsearch.reading.detect import detect_kind
 from radsearch.reading.dicom import read_dicom
+from radsearch.reading.nifti import nifti_name, not_nifti_reason, read_nifti
 from radsearch.reading.prepare import CtWindow
 from radsearch.reading.raster import read_raster
 from radsearch.reading.types import ReadError, ReadResult, SkipFile, os_reason, printable
@@ -22,7 +23,7 @@ def read_file(
     max_pixels: int = 2**28,
     ct_windows: Sequence[CtWindow] = (),
 ) -> ReadResult:
-    """Read a DICOM, PNG or JPEG file (detected by content).
+    """Read a DICOM, NIfTI, PNG or JPEG file (detected by content).
 
     ``ct_windows`` (three, e.g. ``CT_WINDOWS``): grayscale CT frames are rendered in these
     Hounsfield windows, one per channel, uint8 ``(3, S, S)``; other images stay one gray channel.
@@ -40,6 +41,8 @@ def read_file(
                 raise ReadError("is a directory, not a file")
             if os.stat(path).st_size == 0:
                 raise ReadError("empty file (0 bytes)")
+            if nifti_name(path):
+                raise ReadError(not_nifti_reason(path))
             raise ReadError("not a DICOM, PNG or JPEG file")
     except OSError as e:
         raise ReadError(os_reason(e)) from None
@@ -50,6 +53,11 @@ def read_file(
             return read_dicom(
                 path, image_size=image_size, salt=salt, max_frames=max_frames,
                 max_pixels=max_pixels, ct_windows=ct_windows,
+            )
+        if kind == "nifti":
+            return read_nifti(
+                path, image_size=image_size, max_frames=max_frames, max_pixels=max_pixels,
+                ct_windows=ct_windows,
             )
         return read_raster(path, kind, image_size=image_size, max_pixels=max_pixels)
     except (ReadError, SkipFile) as error:

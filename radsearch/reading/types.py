@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-FileKind = Literal["dicom", "dicomdir", "png", "jpeg"]
+FileKind = Literal["dicom", "dicomdir", "nifti", "png", "jpeg"]
 
 # Every ReadResult.metadata carries exactly these keys (value or None).
 METADATA_KEYS: tuple[str, ...] = (

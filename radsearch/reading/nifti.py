@@ -1,0 +1,360 @@
+"""Read one NIfTI-1/NIfTI-2 volume (``.nii``, ``.nii.gz``, ``.hdr``/``.img`` pairs) as a series.
+
+One file is one series: its first 3D volume (a 4D fMRI or diffusion file gives its first volume,
+the b=0 image of most diffusion files), one frame per slice, each with its position along the
+slice normal computed as for DICOM (``nifti_geometry``), intensities scaled by scl_slope/scl_inter.
+
+nibabel parses the fixed-size header (byte order, datatype, dimensions, qform/sform, scaling,
+dim_info); the image bytes are read here, in one read sized after the checks, so that a hostile
+header (absurd dimensions, a wrong vox_offset, a truncated or bomb gzip stream) gets one line
+and never makes the reader allocate what it declares. Header extensions are never read.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from nibabel.nifti1 import Nifti1Header
+from nibabel.nifti2 import Nifti2Header
+
+from radsearch.reading.detect import (
+    NIFTI_HEADER_BYTES,
+    gunzip_head,
+    nifti_version,
+    read_head,
+)
+from radsearch.reading.nifti_geometry import SliceLayout, slice_layout
+from radsearch.reading.pixels import percentile_window
+from radsearch.reading.prepare import (
+    CtWindow,
+    prepare_channels_for_model,
+    prepare_for_model,
+    render_ct_windows,
+)
+from radsearch.reading.types import (
+    ImageFrame,
+    ReadError,
+    ReadResult,
+    empty_metadata,
+    os_reason,
+    short_reason,
+)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_MAX_VOX_OFFSET = 64 * 1024 * 1024  # header extensions hold kilobytes; more is a broken header
+_MAX_SIDECAR_BYTES = 1024 * 1024
+_READ_CHUNK = 1024 * 1024
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# CT is told by its sidecar's Modality, else by its values in Hounsfield units: air (-1000 HU)
+# fills a good part of any CT's field of view, and nothing is below the scanners' -3024 floor.
+_AIR_HU = (-1050.0, -950.0)
+_MIN_AIR_FRACTION = 0.05
+_LOWEST_HU = -3100.0
+_HIGHEST_HU = 32767.0
+_SAMPLE = 1 << 20
+
+
+def nifti_name(path: Path) -> bool:
+    """Whether the file is named as a NIfTI volume (``x.nii``, ``x.nii.gz``)."""
+    return Path(path).name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def nifti_stem(path: Path) -> str:
+    """``x`` of ``x.nii``, ``x.nii.gz``, ``x.hdr``."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii", ".hdr.gz", ".hdr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+def not_nifti_reason(path: Path) -> str:
+    """Why a file named as NIfTI is not recognised as one (one line)."""
+    head = read_head(Path(path))
+    if not head:
+        return "empty file (0 bytes)"
+    if head.startswith(b"\x1f\x8b"):
+        inflated = gunzip_head(Path(path))
+        if len(inflated) < NIFTI_HEADER_BYTES[1]:
+            return "not a NIfTI file: truncated or damaged gzip stream before the end of the header"
+        return "not a NIfTI file: no NIfTI-1/NIfTI-2 header inside the gzip stream"
+    return "not a NIfTI file: no NIfTI-1/NIfTI-2 header"
+
+
+def read_nifti(
+    path: Path, *, image_size: int, max_frames: int, max_pixels: int,
+    ct_windows: Sequence[CtWindow] = (),
+) -> ReadResult:
+    """The first volume of a NIfTI file as model-ready slices; ReadError with one line if bad."""
+    with _quiet_nibabel():
+        try:
+            return _read(Path(path), image_size=image_size, max_frames=max_frames,
+                         max_pixels=max_pixels, ct_windows=ct_windows)
+        except ReadError:
+            raise
+        except MemoryError:
+            raise ReadError("out of memory while reading the volume") from None
+        except OSError as e:
+            raise ReadError(os_reason(e)) from None
+        except Exception as e:  # anything else from nibabel or numpy: one line, no traceback
+            raise ReadError(f"cannot read NIfTI: {short_reason(e)}") from e
+
+
+def _read(
+    path: Path, *, image_size: int, max_frames: int, max_pixels: int,
+    ct_windows: Sequence[CtWindow],
+) -> ReadResult:
+    header = _header(path)
+    shape, dtype, samples, n_volumes = _checked_image(header, max_pixels)
+    data_path, offset = _data_location(path, header)
+    volume = _read_volume(data_path, offset, shape, dtype, to_end=n_volumes == 1)
+    layout = slice_layout(_affine(header), shape, header.get_dim_info()[2])
+    sidecar = _sidecar(path)
+    slope, inter = header.get_slope_inter() if samples == 1 else (None, None)
+    modality = (_modality(sidecar, volume, slope, inter) if samples == 1
+                else _text(sidecar.get("Modality")))
+
+    warnings_: list[str] = []
+    if n_volumes > 1:
+        warnings_.append(f"4D: read the first of {n_volumes} volumes")
+    n_slices = shape[layout.slice_axis]
+    indices = list(range(n_slices))
+    if n_slices > max_frames:
+        indices = np.linspace(0, n_slices - 1, max_frames).round().astype(int).tolist()
+        warnings_.append(f"sampled {max_frames} of {n_slices} slices evenly")
+    as_ct = bool(ct_windows) and modality == "CT"
+    frames = [
+        ImageFrame(index, _model_pixels(layout.image(volume, index), slope, inter, image_size,
+                                        ct_windows if as_ct else ()),
+                   layout.position(shape, index), None)
+        for index in indices
+    ]
+    rows, columns = layout.image(volume, 0).shape
+    metadata = empty_metadata()
+    metadata.update(
+        modality=modality, body_part=_text(sidecar.get("BodyPartExamined")),
+        view=layout.plane, manufacturer=_text(sidecar.get("Manufacturer")),
+        rows=rows, columns=columns, n_frames=n_slices,
+    )
+    return ReadResult(str(path), "nifti", None, None, None, None, metadata, frames,
+                      warnings=warnings_)
+
+
+@contextmanager
+def _quiet_nibabel() -> Iterator[None]:
+    """nibabel logs what it finds odd in a header; here that is either fine or a ReadError."""
+    logger = logging.getLogger("nibabel")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _open(path: Path) -> BinaryIO:
+    handle = open(path, "rb")
+    if handle.read(2) == b"\x1f\x8b":
+        handle.seek(0)
+        return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
+    handle.seek(0)
+    return handle
+
+
+def _header(path: Path) -> Nifti1Header:
+    with _open(path) as stream:
+        block = _read_at_most(stream, NIFTI_HEADER_BYTES[2])
+    version = nifti_version(block)
+    if version is None:
+        raise ReadError("not a NIfTI file: no NIfTI-1/NIfTI-2 header")
+    size = NIFTI_HEADER_BYTES[version]
+    if len(block) < size:
+        raise ReadError(f"truncated NIfTI header: {len(block)} of {size} bytes")
+    kind = Nifti1Header if version == 1 else Nifti2Header
+    return kind(block[:size], check=False)
+
+
+def _affine(header: Nifti1Header) -> np.ndarray | None:
+    """The voxel -> RAS affine (sform, else qform, else from the voxel sizes: nibabel's choice);
+    None when the header's transform cannot be computed."""
+    try:
+        return np.asarray(header.get_best_affine(), dtype=np.float64)
+    except Exception:
+        return None
+
+
+def _checked_image(header: Nifti1Header, max_pixels: int) -> tuple[tuple[int, int, int], np.dtype,
+                                                                 int, int]:
+    """(3D shape of the first volume, dtype, samples per voxel, volumes), refused before reading
+    when the header's dimensions, datatype or size cannot be or should not be read."""
+    dims = [int(d) for d in header["dim"]]
+    if not 1 <= dims[0] <= 7:
+        raise ReadError(f"invalid NIfTI dimension count dim[0] = {dims[0]}")
+    sizes = dims[1 : dims[0] + 1]
+    if any(n < 1 for n in sizes):
+        raise ReadError(f"invalid NIfTI dimensions {sizes}: each must be at least 1")
+    shape = (*sizes[:3], *(1,) * (3 - len(sizes[:3])))
+    n_volumes = int(np.prod(sizes[3:], dtype=object)) if len(sizes) > 3 else 1
+    code = int(header["datatype"])
+    try:
+        dtype = header.get_data_dtype()
+    except Exception:
+        raise ReadError(f"unsupported NIfTI datatype code {code}") from None
+    if dtype.kind == "c" or (dtype.kind == "V" and dtype.names is None):
+        raise ReadError(f"unsupported NIfTI datatype code {code} ({dtype}): not a grayscale "
+                        "or RGB image")
+    samples = 3 if dtype.names else 1
+    n_pixels = shape[0] * shape[1] * shape[2] * samples
+    if n_pixels > max_pixels:
+        raise ReadError(
+            f"declared volume size {shape[0]}x{shape[1]}x{shape[2]}, {samples} sample(s) = "
+            f"{n_pixels} voxels is too large (limit {max_pixels})")
+    return shape, dtype, samples, n_volumes
+
+
+def _data_location(path: Path, header: Nifti1Header) -> tuple[Path, int]:
+    """The file holding the image bytes and where they start in it (inflated, for gzip)."""
+    try:
+        offset = int(header.get_data_offset())
+    except (ValueError, OverflowError):
+        raise ReadError(f"invalid vox_offset {header['vox_offset']}") from None
+    single = bytes(header["magic"])[:3] in (b"n+1", b"n+2")
+    if offset < 0 or offset > _MAX_VOX_OFFSET:
+        raise ReadError(f"invalid vox_offset {offset} (limit {_MAX_VOX_OFFSET})")
+    if single:
+        size = NIFTI_HEADER_BYTES[2 if isinstance(header, Nifti2Header) else 1]
+        if offset < size:
+            raise ReadError(f"invalid vox_offset {offset}: the image data would overlap the "
+                            f"{size}-byte header")
+        return path, offset
+    name = path.name
+    for hdr, img in ((".hdr.gz", ".img.gz"), (".hdr", ".img")):
+        if name.lower().endswith(hdr):
+            base = name[: -len(hdr)]
+            for candidate in (base + img, base + img.upper()):
+                if (path.parent / candidate).is_file():
+                    return path.parent / candidate, offset
+            raise ReadError(f"header of a NIfTI pair without its image file {base + img}")
+    raise ReadError("header of a NIfTI pair (magic ni1/ni2): name it .hdr beside its .img file")
+
+
+def _read_volume(path: Path, offset: int, shape: tuple[int, int, int], dtype: np.dtype, *,
+                 to_end: bool) -> np.ndarray:
+    """The first volume's voxels, (x, y, z) in NIfTI's Fortran order. ``to_end``: the volume is
+    all the file holds, so a gzip stream is read to its end, where its checksum is verified."""
+    n_bytes = shape[0] * shape[1] * shape[2] * dtype.itemsize
+    try:
+        with _open(path) as stream:
+            if isinstance(stream, gzip.GzipFile):
+                _skip(stream, offset)
+            else:
+                present = os.fstat(stream.fileno()).st_size - offset
+                if present < n_bytes:
+                    raise ReadError(f"truncated NIfTI file: the image data needs {n_bytes} bytes "
+                                    f"from offset {offset}, {max(present, 0)} present")
+                stream.seek(offset)
+            buffer = bytearray(n_bytes)
+            got = _read_into(stream, buffer)
+            if to_end and got == n_bytes and isinstance(stream, gzip.GzipFile):
+                stream.read(_READ_CHUNK)
+    except EOFError:
+        raise ReadError("truncated gzip stream: it ends inside the image data") from None
+    except (zlib.error, gzip.BadGzipFile) as e:
+        raise ReadError(f"damaged gzip stream: {short_reason(e)}") from None
+    if got < n_bytes:
+        raise ReadError(f"truncated NIfTI file: the image data needs {n_bytes} bytes, "
+                        f"{got} present")
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order="F")
+
+
+def _skip(stream: BinaryIO, offset: int) -> None:
+    """Move to ``offset`` in a gzip stream, inflating in chunks (never ``offset`` bytes at once)."""
+    while (left := offset - stream.tell()) > 0:
+        if not stream.read(min(left, _READ_CHUNK)):
+            raise ReadError(f"truncated NIfTI file: it ends before vox_offset {offset}")
+
+
+def _read_into(stream: BinaryIO, buffer: bytearray) -> int:
+    view, got = memoryview(buffer), 0
+    while got < len(buffer):
+        n = stream.readinto(view[got : got + _READ_CHUNK])  # type: ignore[attr-defined]
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _read_at_most(stream: BinaryIO, n: int) -> bytes:
+    try:
+        return stream.read(n)
+    except EOFError:
+        raise ReadError("truncated gzip stream: it ends inside the NIfTI header") from None
+    except (zlib.error, gzip.BadGzipFile) as e:
+        raise ReadError(f"damaged gzip stream: {short_reason(e)}") from None
+
+
+def _model_pixels(image: np.ndarray, slope: float | None, inter: float | None, size: int,
+                  ct_windows: Sequence[CtWindow]) -> np.ndarray:
+    """One shown slice, model-ready: CT in ``ct_windows`` when given, else a gray image with a
+    0.5-99.5 % percentile window (NIfTI has no VOI window), as DICOM without one."""
+    if image.dtype.names:  # RGB(A): luminance, as DICOM colour images
+        rgb = np.stack([image[name] for name in ("R", "G", "B")], axis=-1).astype(np.float32)
+        return prepare_for_model(np.clip(rgb @ _LUMA / 255.0, 0.0, 1.0), size)
+    values = _scaled(image, slope, inter)
+    if ct_windows:
+        return prepare_channels_for_model(render_ct_windows(values, ct_windows), size)
+    invalid = np.isnan(values)
+    return prepare_for_model(percentile_window(values, invalid if invalid.any() else None), size)
+
+
+def _scaled(values: np.ndarray, slope: float | None, inter: float | None) -> np.ndarray:
+    """float32 copy in real units (scl_slope, scl_inter: Hounsfield units for CT); NaN where
+    the file holds a non-finite value."""
+    out = values.astype(np.float32)
+    out[~np.isfinite(out)] = np.nan
+    if slope is not None and slope != 1.0:
+        out *= np.float32(slope)
+    if inter:
+        out += np.float32(inter)
+    return out
+
+
+def _modality(sidecar: dict, volume: np.ndarray, slope: float | None, inter: float | None
+              ) -> str | None:
+    """The sidecar's Modality (BIDS / dcm2niix), else CT when the values are Hounsfield units."""
+    stated = _text(sidecar.get("Modality"))
+    if stated:
+        return stated.upper()
+    flat = volume.reshape(-1, order="A")
+    sample = _scaled(flat[:: max(1, flat.size // _SAMPLE)], slope, inter)
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0 or sample.min() < _LOWEST_HU or sample.max() > _HIGHEST_HU:
+        return None
+    air = np.count_nonzero((sample >= _AIR_HU[0]) & (sample <= _AIR_HU[1]))
+    return "CT" if air >= _MIN_AIR_FRACTION * sample.size else None
+
+
+def _sidecar(path: Path) -> dict:
+    """The JSON beside the volume (``x.json`` for ``x.nii.gz``, BIDS style), or {}: only its
+    technique fields are used, never identifying ones."""
+    candidate = path.parent / (nifti_stem(path) + ".json")
+    try:
+        if not candidate.is_file() or candidate.stat().st_size > _MAX_SIDECAR_BYTES:
+            return {}
+        data = json.loads(candidate.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _text(value: object) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
