@@ -26,6 +26,9 @@ _EXPORTS = {
     "label_query": "radsearch.label_search",
     "create_model": "radsearch.encoders",
     "list_models": "radsearch.encoders",
+    "draft": "radsearch.drafting",
+    "Draft": "radsearch.drafting",
+    "list_drafters": "radsearch.drafting",
     "RadsearchError": "radsearch.errors",
 }
 

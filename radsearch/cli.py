@@ -522,14 +522,26 @@ def ui(
 
 def _add_training_commands() -> None:
     from radsearch.training.cli import eval_app, train_app  # imports no torch
+    from radsearch.training.report_cli import report
     from radsearch.training.zeroshot_cli import zeroshot
 
     eval_app.command("zeroshot")(zeroshot)
+    eval_app.command("report")(report)
     app.add_typer(train_app, name="train", help="Train encoders (`radsearch train clip`).")
     app.add_typer(eval_app, name="eval", help="Evaluate encoders (`radsearch eval retrieval`).")
 
 
 _add_training_commands()
+
+
+def _add_drafting_commands() -> None:
+    from radsearch.drafting.cli import draft_command, drafters_command  # imports no torch
+
+    app.command("draft")(draft_command)
+    app.command("drafters")(drafters_command)
+
+
+_add_drafting_commands()
 
 
 def main() -> None:
