@@ -120,7 +120,8 @@ def clip(
 @eval_app.command("retrieval")
 def retrieval(
     manifest: ManifestOpt,
-    split: Annotated[str, typer.Option("--split", help="Rows of this split: train, dev or test")] = "test",
+    split: Annotated[str, typer.Option("--split", help="Rows of this split: train, dev or test (a "
+                                       "manifest without a split column: all its rows)")] = "test",
     model: Annotated[Optional[str], typer.Option("--model", help="Embedding model (see `models`)")] = None,
     weights: Annotated[
         Optional[Path],
@@ -132,10 +133,10 @@ def retrieval(
     """Image->text and text->image Recall@1/5/10 and median rank on a manifest split."""
     from radsearch.encoders import DEFAULT_MODEL, create_model
     from radsearch.training.evaluate import evaluate_retrieval
-    from radsearch.training.manifest import ManifestError, read_manifests, select_split
+    from radsearch.training.manifest import ManifestError, read_manifests, select_eval_split
 
     name = model or DEFAULT_MODEL
-    pairs = select_split(read_manifests(manifest), split.lower())
+    pairs = select_eval_split(read_manifests(manifest), split.lower())
     if not pairs:
         raise ManifestError(f"no rows with split {split!r} in {', '.join(map(str, manifest))}")
     if weights is not None:

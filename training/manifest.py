@@ -31,6 +31,7 @@ class Pair:
     split: str
     group: str | None
     source: str  # the manifest's file stem, to evaluate each source on its own
+    split_given: bool = True  # False: the manifest has no split column (``split`` is the default)
 
 
 def read_manifest(path: Path) -> list[Pair]:
@@ -57,7 +58,8 @@ def read_manifest(path: Path) -> list[Pair]:
                 raise ManifestError(f"{path}, row {line}: empty {image_column!r} or 'text'")
             split = (row.get("split") or "").strip().lower() or DEFAULT_SPLIT
             group = ((row.get(group_column) or "").strip() or None) if group_column else None
-            pairs.append(Pair((path.parent / image).resolve(), text, split, group, path.stem))
+            pairs.append(Pair((path.parent / image).resolve(), text, split, group, path.stem,
+                              split_given="split" in columns))
     return pairs
 
 
@@ -68,6 +70,12 @@ def read_manifests(paths: Iterable[Path]) -> list[Pair]:
 
 def select_split(pairs: Sequence[Pair], split: str) -> list[Pair]:
     return [pair for pair in pairs if pair.split == split]
+
+
+def select_eval_split(pairs: Sequence[Pair], split: str) -> list[Pair]:
+    """The rows an evaluation of ``split`` uses: that split's rows, and every row of a manifest
+    with no split column (nothing in it was set aside, so all of it is evaluated, in every eval)."""
+    return [pair for pair in pairs if pair.split == split or not pair.split_given]
 
 
 def check_groups(pairs: Sequence[Pair]) -> None:

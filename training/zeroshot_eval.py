@@ -92,10 +92,11 @@ def _rows(manifest: Path, label_column: str, split: str | None) -> list[tuple[Pa
             raise ManifestError(
                 f"{manifest}: needs an image column and {label_column!r}; found {columns}"
             )
+        every_row = split is None or "split" not in columns  # no splits: evaluate every row
         return [
             ((manifest.parent / row[image_column]).resolve(), (row[label_column] or "").strip())
             for row in reader
-            if split is None or (row.get("split") or "").strip().lower() == split
+            if every_row or (row.get("split") or "").strip().lower() == split
         ]
 
 
