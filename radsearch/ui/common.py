@@ -1,0 +1,92 @@
+"""What every page of the explorer shares: its settings, one-line errors, cached pictures, links.
+
+Text read from the files (descriptions, reports, paths) is shown with ``st.text``, in tables or as
+escaped link labels, never as Markdown, so a report cannot restyle the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import streamlit as st
+
+from radsearch.errors import RadsearchError
+from radsearch.previews import FrameValues, frame_values, image_preview
+from radsearch.store import default_index_path
+
+T = TypeVar("T")
+PAGES: dict[str, Any] = {}  # url path -> st.Page, filled in by the app
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def settings() -> dict[str, Any]:
+    """The index, back end and URL ``radsearch ui`` passed after ``--`` (search keywords)."""
+    parser = argparse.ArgumentParser(prog="radsearch ui", add_help=False)
+    parser.add_argument("--index", type=Path)
+    parser.add_argument("--backend")
+    parser.add_argument("--url")
+    args, _ = parser.parse_known_args(sys.argv[1:])
+    # Resolved once: an uploaded file is then classified with this index's model, not the default.
+    return {"index": args.index or default_index_path(), "backend": args.backend, "url": args.url}
+
+
+def index_only() -> dict[str, Any]:
+    """Keywords of the calls that read the index's catalog (show, stats, classify)."""
+    return {"index": settings()["index"]}
+
+
+def attempt(call: Callable[[], T], *, hide: dict[str, str] | None = None) -> T | None:
+    """Run a library call; its one-line error is shown on the page instead of a traceback, with
+    each key of ``hide`` (a server-side temporary path) replaced by its value (the upload's name)."""
+    try:
+        return call()
+    except RadsearchError as error:
+        message = str(error)
+        for secret, shown in (hide or {}).items():
+            message = message.replace(secret, shown)
+        st.error(message)
+        return None
+
+
+def escape(text: str) -> str:
+    """Text from a file, safe as a link label (labels are Markdown)."""
+    return _MARKDOWN.sub(r"\\\1", " ".join(text.split()))
+
+
+def study_url(study: str) -> str:
+    """The study page's address (relative: the explorer may be served under a path)."""
+    return f"study?{urlencode({'study': study})}"
+
+
+@st.cache_data(max_entries=2048, show_spinner=False)
+def _thumbnail(path: str, frame: int, modified: float) -> Any:
+    del modified  # part of the cache key only: a re-written file is shown anew
+    return image_preview(path, frame)
+
+
+def show_thumbnail(path: str, frame: int, caption: str | None = None, link: str | None = None) -> None:
+    try:
+        picture = _thumbnail(path, frame, Path(path).stat().st_mtime)
+    except (OSError, RadsearchError) as error:
+        st.caption(f"no preview: {type(error).__name__ if isinstance(error, OSError) else error}")
+        return
+    st.image(picture, caption=caption, use_container_width=True, link=link)
+
+
+# Decoded frames of the viewer: float32 arrays kept as they are (not copied per rerun); about
+# 1 MB per 512x512 slice, so a 300-slice series paged through once stays in memory.
+@st.cache_resource(max_entries=400, show_spinner=False)
+def _frame(path: str, frame: int, modified: float) -> FrameValues | None:
+    del modified
+    return frame_values(path, frame)
+
+
+def decoded_frame(path: str, frame: int) -> FrameValues | None:
+    """A frame in original values, decoded once per server (None: not grayscale DICOM)."""
+    return _frame(path, frame, Path(path).stat().st_mtime)
