@@ -218,7 +218,8 @@ def _plan(
         conn.execute(
             "SELECT DISTINCT files.path, studies.key FROM images "
             "JOIN files ON files.id = images.file_id JOIN studies ON studies.id = images.study_id "
-            "WHERE files.kind IN ('png', 'jpeg') AND (files.path = ? OR substr(files.path, 1, ?) = ?)",
+            "WHERE files.kind IN ('png', 'jpeg', 'nifti') "
+            "AND (files.path = ? OR substr(files.path, 1, ?) = ?)",
             (str(root), prefix_len, prefix),
         ).fetchall()
     )
@@ -233,7 +234,7 @@ def _plan(
         if shard_filter is not None and not same_stat and not shard_filter.owns(item):
             continue
         seen.add(item.path)
-        if item.kind in ("png", "jpeg"):
+        if item.kind in ("png", "jpeg", "nifti"):
             # A study of its own once it has had its own report: a later run without --reports
             # keeps it so.
             own = (
@@ -407,6 +408,8 @@ class _Batcher:
                     if value:
                         metadata["study_description" if name == "description" else name] = value
         key = study_key_for_image(found.path, own)
+        if result.kind == "nifti":  # a NIfTI file is a series of its own within its study
+            return key, f"{key}/file:{found.path}"
         return key, key
 
 
