@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from radsearch.errors import RadsearchError
@@ -258,6 +259,7 @@ def _print_label_results(results, json_output: bool) -> None:
     out.print(f"{results.label} ({results.label_set}, {kind}) >= {results.min_prob:g} - "
               f"{len(results.hits)} studies", highlight=False)
     if not results.hits:
+        _print_unmatched(results.unmatched_filters)
         return
     table = Table(show_lines=True)
     for column in ("#", "probability", "study", "date", "modality", "images"):
@@ -302,21 +304,57 @@ def _print_results(results, json_output: bool) -> None:
         return
     if not results.hits:
         out.print("no matching studies")
+        _print_unmatched(results.unmatched_filters)
         return
-    table = Table(show_lines=True)
-    for column in ("#", "score", "study", "date", "modality", "matches"):
-        table.add_column(column, overflow="fold")
+    # Four columns, so that the matches keep most of an 80-column terminal: the study cell holds
+    # its label, date and modalities; an image is named once (not again when it is the study).
+    table = Table(show_lines=True, expand=True)
+    table.add_column("#")
+    table.add_column("score")
+    table.add_column("study", overflow="fold", ratio=2)
+    table.add_column("matches", overflow="fold", ratio=3)
     for rank, hit in enumerate(results.hits, start=1):
-        lines = [f"{s.section}: {s.text}" for s in hit.sentences]
-        lines += [_short_path(image.path) + (f"#{image.frame}" if image.frame else "")
-                  for image in hit.images]
-        table.add_row(
-            str(rank), f"{hit.score:.3f}", _study_label(hit.study), hit.study_date or "",
-            ", ".join(hit.modalities + hit.body_parts), "\n".join(lines),
-        )
-    out.print(table)
+        label = _study_label(hit.study)
+        if hit.study.startswith("file:") and "/" in label:  # the folder, then the file, each whole
+            label = label.rsplit("/", 1)[0] + "/\n" + label.rsplit("/", 1)[1]
+        study = "\n".join(filter(None, [label, hit.study_date,
+                                        ", ".join(hit.modalities + hit.body_parts)]))
+        lines = [escape(f"{s.section}: {s.text}") for s in hit.sentences]
+        own = hit.study.partition(":")[2] if hit.study.startswith("file:") else None
+        lines += _image_lines([image for image in hit.images if image.path != own])
+        if hit.snippet:
+            lines.append(f"[dim]{escape(hit.snippet)}[/dim]")
+        table.add_row(str(rank), f"{hit.score:.3f}", escape(study), "\n".join(lines))
+    out.print(table, highlight=False)
     out.print("(`radsearch show STUDY|FILE` for a study; --json for full keys and paths)",
               style="dim", highlight=False)
+
+
+def _image_lines(images) -> list[str]:
+    """Matching images, their folder said once: 'folder/' then each file name, indented."""
+    lines: list[str] = []
+    folder = None
+    for image in images:
+        path = Path(_short_path(image.path))
+        name = path.name + (f"#{image.frame}" if image.frame else "")
+        if str(path.parent) != folder:
+            folder = str(path.parent)
+            lines.append(escape(f"{folder}/"))
+        lines.append(escape(f"  {name}"))
+    return lines
+
+
+def _print_unmatched(unmatched: dict[str, list[str]]) -> None:
+    """Which values the index holds for each filter no study matched."""
+    for name, held in unmatched.items():
+        if name == "study_date":
+            what = f"studies dated {held[0]} to {held[1]}" if held else "no study dates"
+            out.print(f"--date-from/--date-to: the index holds {what}", highlight=False)
+        else:
+            option = "--" + name.replace("_", "-")
+            values = ", ".join(held) if held else "none (no study records it)"
+            out.print(f"no study has that {option}; the index holds: {values}", highlight=False,
+                      markup=False, soft_wrap=True)
 
 
 def _short_path(path: str) -> str:
@@ -387,6 +425,10 @@ def stats(index: IndexOpt = None, json_output: JsonOpt = False) -> None:
         return
     for key in ("studies", "series", "images", "reports", "sentences", "failed", "skipped"):
         out.print(f"{key:10} {data[key]}", highlight=False)
+    for key, title in (("by_modality", "modality"), ("by_body_part", "body part")):
+        counts = ", ".join(f"{value or '(none)'} {count}" for value, count in data[key].items())
+        out.print(f"{title:10} {counts or '-'} (studies)", highlight=False, markup=False,
+                  soft_wrap=True)
     out.print(f"model      {data['model']['name']} ({data['model']['dim']}-d)", highlight=False)
     windows = data["model"].get("ct_windows") or []
     out.print(f"CT windows {', '.join(w['name'] for w in windows) or 'none (grayscale)'}",

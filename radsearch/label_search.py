@@ -49,7 +49,7 @@ from radsearch.label_sets import (
     custom_label_set,
     get_label_set,
 )
-from radsearch.retrieval import ImageHit, backend_spec
+from radsearch.retrieval import ImageHit, backend_spec, unmatched_filters
 from radsearch.store import Store, default_index_path
 from radsearch.zeroshot import ZeroShotClassifier
 
@@ -84,6 +84,9 @@ class LabelQueryResults:
     model: str
     candidates: int  # studies the threshold search returned (a superset of the hits)
     hits: list[LabelHit]  # most probable first
+    # With no hits: the values the index holds for each filter no study matches (see
+    # radsearch.retrieval.unmatched_filters)
+    unmatched_filters: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -183,9 +186,10 @@ def label_query(
         classifier = label_classifier(encoder, choice)
         hits, candidates = query_backend(store.backend, classifier, choice.label,
                                          min_prob=min_prob, point_filter=point_filter, limit=limit)
+        unmatched = {} if hits else unmatched_filters(store, filters)
     return LabelQueryResults(label=choice.label, label_set=choice.label_set.name,
                              kind=choice.label_set.kind, min_prob=min_prob, model=encoder.name,
-                             candidates=candidates, hits=hits)
+                             candidates=candidates, hits=hits, unmatched_filters=unmatched)
 
 
 def query_backend(

@@ -20,6 +20,7 @@ from radsearch.encoders import Encoder, create_model
 from radsearch.errors import RadsearchError
 from radsearch.query_embedding import embed_file
 from radsearch.filters import Filters
+from radsearch.terms import FIELDS, filter_values
 from radsearch.store import Store, default_index_path
 
 TARGETS = ("images", "reports")
@@ -51,6 +52,7 @@ class StudyHit:
     body_parts: list[str]
     images: list[ImageHit] = field(default_factory=list)
     sentences: list[SentenceHit] = field(default_factory=list)
+    snippet: str | None = None  # image search: the start of the study's report (or caption)
 
 
 @dataclass
@@ -58,6 +60,9 @@ class SearchResults:
     query: str
     target: str
     hits: list[StudyHit]
+    # With no hits: for each filter no indexed study matches, the values the index holds for it
+    # (``unmatched_filters``), e.g. {"view": ["AXIAL", "CORONAL"]}.
+    unmatched_filters: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,10 +107,11 @@ def search(
     with _open(index, backend, url) as store:
         query = _query_encoder(store).encode_texts([text])[0]
         if target == "images":
-            hits = image_search(store.backend, query, k, point_filter)
+            hits = add_snippets(store, image_search(store.backend, query, k, point_filter))
         else:
             hits = sentence_search(store.backend, query, k, point_filter)
-    return SearchResults(query=text, target=target, hits=hits)
+        unmatched = {} if hits else unmatched_filters(store, filters)
+    return SearchResults(query=text, target=target, hits=hits, unmatched_filters=unmatched)
 
 
 def similar(
@@ -129,8 +135,57 @@ def similar(
         else:
             vector, study = study_vector(store, str(query))
             exclude = {study}
-        hits = image_search(store.backend, vector, k, point_filter.excluding("study", sorted(exclude)))
-    return SearchResults(query=str(query), target="images", hits=hits)
+        hits = add_snippets(store, image_search(store.backend, vector, k,
+                                                point_filter.excluding("study", sorted(exclude))))
+        unmatched = {} if hits else unmatched_filters(store, filters)
+    return SearchResults(query=str(query), target="images", hits=hits, unmatched_filters=unmatched)
+
+
+SNIPPET_CHARS = 160
+
+
+def add_snippets(store: Store, hits: list[StudyHit]) -> list[StudyHit]:
+    """Give each hit the start of its study's first report (a caption, for an image with one), so
+    that an image result says what the study is; from the catalog (a store searched without one
+    has the study description only)."""
+    if store.conn is None or not hits:
+        return hits
+    with store.snapshot() as conn:
+        for hit in hits:
+            row = conn.execute(
+                "SELECT reports.text FROM reports JOIN studies ON studies.id = reports.study_id "
+                "WHERE studies.key = ? ORDER BY reports.id LIMIT 1", (hit.study,)).fetchone()
+            if row is not None:
+                text = " ".join(row[0].split())
+                hit.snippet = text if len(text) <= SNIPPET_CHARS else \
+                    text[: SNIPPET_CHARS - 1].rsplit(" ", 1)[0] + "…"
+    return hits
+
+
+def unmatched_filters(store: Store, filters: Filters | None) -> dict[str, list[str]]:
+    """For each filter that no indexed image matches on its own, the values the index holds for
+    that field (``study_date``: the first and last date), so that `--view sagital` is answered
+    with the views there are. Empty without a catalog (a cluster searched from elsewhere)."""
+    if filters is None or not filters.active or store.conn is None:
+        return {}
+    out: dict[str, list[str]] = {}
+    with store.snapshot() as conn:
+        for name in FIELDS:
+            typed = getattr(filters, name)
+            if not typed or not typed.strip():
+                continue
+            held = [row[0] for row in conn.execute(
+                f"SELECT DISTINCT {name} FROM images WHERE {name} IS NOT NULL ORDER BY {name}")]
+            if not set(filter_values(name, typed)) & {value.upper() for value in held}:
+                out[name] = held
+        if filters.date_from or filters.date_to:
+            first, last = conn.execute(
+                "SELECT MIN(study_date), MAX(study_date) FROM images").fetchone()
+            inside = first is not None and (filters.date_from or first) <= last and \
+                (filters.date_to or last) >= first
+            if not inside:
+                out["study_date"] = [first, last] if first is not None else []
+    return out
 
 
 def _embed_file(store: Store, path: Path) -> tuple[np.ndarray, set[str]]:

@@ -126,12 +126,21 @@ def _study_by_accession(conn, accession: str) -> int | None:
     return int(rows[0][0]) if rows else None
 
 
+def _studies_by(conn, name: str) -> dict[str, int]:
+    """Studies per value of a series field (modality, body_part), most studies first."""
+    rows = conn.execute(
+        f"SELECT COALESCE({name}, '') AS value, COUNT(DISTINCT study_id) AS studies FROM series "
+        "GROUP BY value ORDER BY studies DESC, value").fetchall()
+    return {row[0]: int(row[1]) for row in rows}
+
+
 def stats(*, index: Path | None = None) -> dict:
     """Counts (studies, series, images, reports, sentences, failed, ...) and the model record."""
     path = Path(index) if index else default_index_path()
     with Store.open_for_reading(path) as store:
         with store.snapshot() as conn:
             counts = catalog.counts(conn)
+            by_field = {name: _studies_by(conn, name) for name in ("modality", "body_part")}
             meta = catalog.get_meta(conn)
             failures = [
                 {"path": row["path"], "reason": row["reason"]}
@@ -141,6 +150,9 @@ def stats(*, index: Path | None = None) -> dict:
             ]
     return {
         **counts,
+        # studies per value (a study of CT and MR counts under both; "" = not recorded)
+        "by_modality": by_field["modality"],
+        "by_body_part": by_field["body_part"],
         "index": str(path),
         "backend": store.spec.describe(),
         "model": {
