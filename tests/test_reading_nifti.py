@@ -263,3 +263,26 @@ def test_nan_vox_offset(tmp_path: Path, value: float) -> None:
     path = tmp_path / "nan.nii"
     path.write_bytes(_header(vox_offset=value) + bytes(2000))
     assert _one_line_error(path).startswith("invalid vox_offset")
+
+
+# --- real reference volumes ----------------------------------------------------------------------
+
+
+def test_reference_volumes_equal_their_dicom_series(shared_data: Path) -> None:
+    # dicom2nifti's reference volumes, as converted and reoriented to LAS: every slice has the
+    # position and the pixels of the DICOM slice it came from (their pixels are noise, so any
+    # flip or transpose would show). The 'failing' series were resampled: not compared.
+    root = shared_data / "dicom_series" / "dicom2nifti"
+    if not root.is_dir():
+        pytest.skip(f"{root} not found")
+    volumes = sorted(p for p in root.rglob("*_ground_truth*.nii.gz") if "failing" not in p.parts)
+    assert len(volumes) >= 40
+    for volume in volumes:
+        folder = Path(str(volume).split("_ground_truth")[0])
+        dicom = [frame for path in sorted(folder.iterdir()) if detect_kind(path) == "dicom"
+                 for frame in read(path, image_size=64).frames]
+        for frame in read(volume, image_size=64).frames:
+            # 4D files: the DICOM slices of every volume lie there; one of them is the frame's.
+            there = [d for d in dicom if abs(d.slice_position - frame.slice_position) < 1e-2]
+            assert there, f"{volume}: no DICOM slice at {frame.slice_position}"
+            assert any(np.array_equal(frame.pixels, d.pixels) for d in there), volume
