@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import os
 import re
 import zlib
@@ -30,6 +31,7 @@ from pydicom.filereader import read_dataset, read_partial
 from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from radsearch.reading.deid import REMOVED, deidentify
 from radsearch.reading.detect import file_meta_end
 from radsearch.reading.guarded_io import BoundedReader, quiet_pydicom
 from radsearch.reading.values import as_text
@@ -99,7 +101,6 @@ _VALUES = (
 _DATES = ("PatientBirthDate",)
 _MIN_NAME_PART = 2  # "Li", "Wu"
 _MIN_VALUE = 3  # shorter IDs cannot be told from ordinary text
-REMOVED = "[REMOVED]"  # upper case: rich would take "[removed]" for a style tag
 
 _HEADER_BYTES = 64 * 2**20  # the most of a file (or an inflated data set) a header read reads
 _VALUE_BYTES = 64 * 1024  # longer values are left unread (an identifier is at most 10 kB of LT)
@@ -133,37 +134,139 @@ def identity_hashes(ds: Dataset, salt: str) -> dict[str, str | None]:
 
 
 class Scrubber:
-    """Removes a data set's own identifying values from free text, whole words only and in any
-    letter case: each person name whole and part by part, IDs, places, UIDs, and the birth date
-    in its common spellings. A name the file does not hold (a relative's, say) cannot be known
-    and stays: descriptions and reports are cleaned, not guaranteed clean."""
+    """Removes a data set's own identifying values from free text, in any letter case, then what
+    the rules of :mod:`radsearch.reading.deid` find (names after titles and labels, record
+    numbers, birth dates, phone numbers, addresses, ages over 89).
 
-    def __init__(self, ds: Dataset) -> None:
-        values = [v for keyword in _VALUES for v in _element_texts(ds, keyword)]
-        values += [v for item in _items(ds, "OtherPatientIDsSequence")
+    Its own values are found in the other spellings people type: a person name whole, part by
+    part and its parts run together ("JohnSmith", "SMITH_JOHN", "smithjohn"), a part also where it
+    is joined to another word at a change of letter case or a digit ("ReportSmith", "Smith2"); an
+    ID with or without its separators and run together with letters or other IDs
+    ("PID83920471X", "pid 83920471"), its digits alone ("83920471", "8392-0471"); the birth date
+    in numbers in any order, with or without zero padding, two-digit years, and with the month in
+    words ("4 March 1902", "Mar 4th, 02"). A name the file does not hold (a relative's, say) is
+    found only by the rules: descriptions and reports are cleaned, not guaranteed clean."""
+
+    def __init__(self, *datasets: Dataset) -> None:
+        values = [v for ds in datasets for keyword in _VALUES for v in _element_texts(ds, keyword)]
+        values += [v for ds in datasets for item in _items(ds, "OtherPatientIDsSequence")
                    for v in _element_texts(item, "PatientID")]
-        needles = {
-            *(n for keyword in _PERSON_NAMES for n in _name_parts(_element_texts(ds, keyword))),
-            *(d for keyword in _DATES for v in _element_texts(ds, keyword) for d in _spellings(v)),
-            *(v for v in values if len(v) >= _MIN_VALUE),
-        }
-        alternatives = "|".join(re.escape(n) for n in sorted(needles, key=lambda n: (-len(n), n)))
-        self._pattern = (
-            re.compile(rf"(?<![^\W_])(?:{alternatives})(?![^\W_])", re.IGNORECASE)
-            if alternatives
-            else None
-        )
+        names = {n for ds in datasets for keyword in _PERSON_NAMES
+                 for n in _name_parts(_element_texts(ds, keyword))}
+        words = {v for v in values if len(v) >= _MIN_VALUE and not _is_embedded_id(v)}
+        pieces = [rf"(?<![^\W_])(?:{_alternatives(words)})(?![^\W_])"] if words else []
+        if names:
+            # Name parts anywhere; _name_edges keeps those that stand alone or are joined at a
+            # change of letter case, a digit or an underscore.
+            pieces.append(rf"(?P<name>{_alternatives(names)})")
+        embedded = [_id_pattern(v) for v in values if _is_embedded_id(v)]
+        embedded += [_digits_pattern(run) for v in values for run in re.findall(r"\d{5,}", v)]
+        if embedded:
+            embedded.sort(key=len, reverse=True)
+            pieces.append("|".join(embedded))
+        pieces += [_date_pattern(v) for ds in datasets for keyword in _DATES
+                   for v in _element_texts(ds, keyword)]
+        pieces = [piece for piece in pieces if piece]
+        self._pattern = re.compile("|".join(pieces), re.IGNORECASE) if pieces else None
+
+    @classmethod
+    def of_files(cls, paths: Sequence[str | Path]) -> Scrubber:
+        """A Scrubber of the identifiers that the DICOM files ``paths`` hold (read from their
+        headers, bounded as :func:`read_header`; a header that cannot be read adds none): for a
+        report that comes from beside the files, not from inside them."""
+        keywords = (*_PERSON_NAMES, *_VALUES, *_DATES, "OtherPatientIDsSequence")
+        return cls(*(ds for path in paths if (ds := read_header(path, keywords)) is not None))
 
     def text(self, value: str | None) -> str | None:
-        if not value or self._pattern is None:
+        if not value:
             return value
-        return self._pattern.sub(REMOVED, value)
+        if self._pattern is not None:
+            value = self._pattern.sub(self._replacement, value)
+        return deidentify(value)
+
+    @staticmethod
+    def _replacement(match: re.Match[str]) -> str:
+        if match.lastgroup == "name" and not _name_edges(match):
+            return match.group()
+        return REMOVED
 
     def metadata(self, meta: dict) -> dict:
-        """``meta`` with its descriptions cleaned (the other metadata keys hold no free text)."""
-        for key in ("study_description", "series_description"):
+        """``meta`` with its free text (descriptions, manufacturer) cleaned; coded fields are
+        checked against their vocabularies where metadata is stored (``field_values``)."""
+        for key in ("study_description", "series_description", "manufacturer"):
             meta[key] = self.text(meta.get(key))
         return meta
+
+
+def _alternatives(needles: set[str]) -> str:
+    return "|".join(re.escape(n) for n in sorted(needles, key=lambda n: (-len(n), n)))
+
+
+def _name_edges(match: re.Match[str]) -> bool:
+    """A name part found inside a longer word counts where it stands alone or is joined to the
+    word at a change of letter case ("JohnSmith"), a digit or an underscore; not inside an
+    ordinary word ("Lingula" holds no "Li")."""
+    text, start, end = match.string, match.start(), match.end()
+    found = match.group()
+    before = text[start - 1] if start else ""
+    after = text[end] if end < len(text) else ""
+    left = not before.isalpha() or (before.islower() and found[0].isupper())
+    right = not after.isalpha() or (found[-1].islower() and after.isupper())
+    return left and right
+
+
+def _is_embedded_id(value: str) -> bool:
+    """An ID long enough, and holding a digit, to be looked for inside other words."""
+    return len(re.sub(r"[\W_]", "", value)) >= 5 and any(c.isdigit() for c in value)
+
+
+def _id_pattern(value: str) -> str:
+    """An ID with its separators optional or replaced: "PID-83920471" also as "pid83920471",
+    "PID 83920471", "PID_83920471"."""
+    chunks = [chunk for chunk in re.split(r"[\W_]+", value) if chunk]
+    pattern = r"[\W_]{0,2}".join(re.escape(chunk) for chunk in chunks)
+    return _between_digits(pattern, chunks[0][0], chunks[-1][-1])
+
+
+def _digits_pattern(digits: str) -> str:
+    """A run of digits, also written in groups ("8392 0471", "83-920-471")."""
+    return _between_digits(r"[\s\-./]?".join(digits), "0", "0")
+
+
+def _between_digits(pattern: str, first: str, last: str) -> str:
+    """``pattern`` not continued by a digit where it begins or ends with one: letters and other
+    IDs may touch it, more digits make another number."""
+    return (r"(?<!\d)" if first.isdigit() else "") + f"(?:{pattern})" + (
+        r"(?!\d)" if last.isdigit() else "")
+
+
+_MONTH_NAMES = ("january", "february", "march", "april", "may", "june", "july", "august",
+                "september", "october", "november", "december")
+
+
+def _date_pattern(date: str) -> str:
+    """A DICOM date (YYYYMMDD) in the forms people write it: numbers in any order with or without
+    zero padding and with two- or four-digit years, the month in words or abbreviated, ordinal
+    days; any other value as written."""
+    if not re.fullmatch(r"\d{8}", date):
+        return rf"(?<![^\W_]){re.escape(date)}(?![^\W_])" if len(date) >= _MIN_VALUE else ""
+    year, month, day = date[:4], int(date[4:6]), int(date[6:])
+    if not 1 <= month <= 12:
+        return re.escape(date)
+    name = _MONTH_NAMES[month - 1]
+    y = rf"(?:{year}|'?{year[2:]})"
+    m_number = rf"0?{month}" if month < 10 else str(month)
+    m_word = rf"(?:{name}|{name[:3]}\.?{'|sept' if month == 9 else ''})"
+    d = (rf"0?{day}" if day < 10 else str(day)) + r"(?:st|nd|rd|th)?"
+    sep = r"[\s./\-,]{1,3}"
+    forms = [
+        rf"{year}{date[4:6]}{date[6:]}",
+        rf"{d}{sep}{m_number}{sep}{y}", rf"{m_number}{sep}{d}{sep}{y}",
+        rf"{year}{sep}{m_number}{sep}{d}",
+        rf"(?:the\s+)?{d}(?:\s+of)?{sep}{m_word}{sep}{y}", rf"{m_word}{sep}{d}{sep}{y}",
+        rf"{y}{sep}{m_word}{sep}{d}",
+    ]
+    return rf"(?<![\w.]){'|'.join(f'(?:{form})' for form in forms)}(?![\w])"
 
 
 def _element_texts(ds: Dataset, keyword: str) -> list[str]:
@@ -186,22 +289,16 @@ def _items(ds: Dataset, keyword: str) -> list[Dataset]:
 
 def _name_parts(names: list[str]) -> Iterator[str]:
     """A person name as written and as words: family, given and middle names of each of its
-    alphabetic, ideographic and phonetic groups (prefixes and suffixes such as Dr are no names)."""
+    alphabetic, ideographic and phonetic groups (prefixes and suffixes such as Dr are no names),
+    and its words run together ("smithjohn", "johnsmith")."""
     for name in names:
         forms = [name]
         for group in name.split("="):
             parts = [part.strip() for part in group.split("^")[:3] if part.strip()]
-            forms += [" ".join(parts), *re.split(r"[\s,]+", " ".join(parts))]
+            words = re.split(r"[\s,]+", " ".join(parts))
+            forms += [" ".join(parts), *words, "".join(words),
+                      *(a + b for a, b in itertools.permutations(words, 2))]
         yield from (form for form in forms if len(form.strip("^= ")) >= _MIN_NAME_PART)
-
-
-def _spellings(date: str) -> list[str]:
-    """A DICOM date (YYYYMMDD) as written and in the forms people type it."""
-    if not re.fullmatch(r"\d{8}", date):
-        return [date] if len(date) >= _MIN_VALUE else []
-    y, m, d = date[:4], date[4:6], date[6:]
-    return [date, f"{y}-{m}-{d}", f"{y}.{m}.{d}", f"{y}/{m}/{d}", f"{d}.{m}.{y}", f"{d}/{m}/{y}",
-            f"{m}/{d}/{y}", f"{d}-{m}-{y}", f"{m}-{d}-{y}"]
 
 
 # --- bounded header reads --------------------------------------------------------------------
