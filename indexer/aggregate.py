@@ -79,7 +79,7 @@ def update_series(conn: sqlite3.Connection, dim: int, pool: SlicePool | None = N
 
 
 def update_studies(conn: sqlite3.Connection, dim: int) -> int:
-    """Pool each dirty study's series; drop studies left with neither images nor reports."""
+    """Pool each dirty study's series; drop studies left with neither images nor a report file."""
     dirty = [row[0] for row in conn.execute("SELECT id FROM studies WHERE dirty = 1")]
     for study_id in dirty:
         with catalog.transaction(conn):
@@ -89,10 +89,14 @@ def update_studies(conn: sqlite3.Connection, dim: int) -> int:
                     "SELECT id FROM series WHERE study_id = ? ORDER BY id", (study_id,)
                 )
             ]
-            has_report = conn.execute(
-                "SELECT 1 FROM reports WHERE study_id = ? LIMIT 1", (study_id,)
+            # A CSV report describes images: a study whose images were all regrouped elsewhere
+            # keeps no CSV report. Reports of their own files (SR, report.txt) keep a study.
+            has_file_report = conn.execute(
+                "SELECT 1 FROM reports WHERE study_id = ? AND file_id IS NOT NULL LIMIT 1",
+                (study_id,),
             ).fetchone()
-            if not series_ids and not has_report:
+            if not series_ids and not has_file_report:
+                conn.execute("DELETE FROM reports WHERE study_id = ?", (study_id,))
                 conn.execute("DELETE FROM studies WHERE id = ?", (study_id,))
                 continue
             if series_ids:

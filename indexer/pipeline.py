@@ -24,15 +24,15 @@ from radsearch.encoders import DEFAULT_MODEL, Encoder, create_model
 from radsearch.errors import RadsearchError
 from radsearch.indexer import aggregate, writer
 from radsearch.indexer.discover import FoundFile, Shard, ShardFilter, check_root, discover
+from radsearch.indexer.grouping import Grouping, StoredStudy, group_images
 from radsearch.indexer.report_stage import (
     apply_csv_reports,
     embed_report,
     index_report_files,
-    study_key_for_image,
 )
 from radsearch.indexer.worker import ReadOutcome, ReadTask, read_one
 from radsearch.reading import CtWindow, parse_ct_windows, stack_frames
-from radsearch.reports import CsvReports, load_reports_csv, sidecar_for_image
+from radsearch.reports import CsvReports, load_reports_csv
 from radsearch.store import Store, default_index_path
 
 DICOMDIR_REASON = "DICOMDIR: a directory of the media; the files it lists are read directly"
@@ -61,6 +61,7 @@ class IndexSummary:
     # ``skipped``, which counts the files the catalog records as skipped
     skipped_kinds: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # how images were grouped into studies
 
     def to_dict(self) -> dict:
         data = dict(self.__dict__)
@@ -95,6 +96,7 @@ def index_folder(
     shard: str | None = None,
     ct_windows: str | Sequence[CtWindow] | None = None,
     keep_phi: bool = False,
+    group_by: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> IndexSummary:
     """Index every study under ``root`` into ``index`` (created when absent); see the module doc.
@@ -110,12 +112,16 @@ def index_folder(
     file's identifying attributes in clear in the catalog (``reading.phi.KEPT_ATTRIBUTES``), for
     ``show``; never in a vector payload. By default identifiers are kept only as salted hashes
     (``reading.phi`` says what is kept).
+    ``group_by`` names the reports CSV's column whose value groups PNG/JPEG images into studies
+    (default: the first present of ``reports.GROUP_COLUMNS``); ``indexer.grouping`` has the rules.
     """
     started = time.perf_counter()
     index = Path(index) if index is not None else default_index_path()
     root = Path(os.path.abspath(root))
     check_root(root)  # a typo is refused before the index is opened: nothing of it is recorded
-    csv_reports = load_reports_csv(Path(reports)) if reports is not None else None
+    if group_by is not None and reports is None:
+        raise RadsearchError("--group-by names a column of the reports CSV: give --reports too")
+    csv_reports = load_reports_csv(Path(reports), group_by=group_by) if reports is not None else None
     spec = _backend_spec(backend, url, backend_options)
     parsed_shard = Shard.parse(shard) if shard is not None else None
     windows = parse_ct_windows(ct_windows) if ct_windows is not None else None
@@ -135,10 +141,10 @@ def index_folder(
             summary.warnings.append(f"{root}: nothing to index was found there (no DICOM, PNG, "
                                     "JPEG or report file)")
         shard_filter = ShardFilter(parsed_shard, root, found) if parsed_shard else None
-        plan = _plan(conn, found, root, csv_reports, summary, shard_filter)
+        plan = _plan(conn, found, root, csv_reports, summary, shard_filter, store.salt)
         _record_bad_files(conn, plan.bad, summary)
         _read_embed_write(
-            store, encoder, plan, csv_reports,
+            store, encoder, plan,
             workers=default_workers() if workers is None else workers,
             batch_size=batch_size, summary=summary, on_progress=on_progress,
         )
@@ -152,15 +158,8 @@ def index_folder(
                 summary.failed += 1
                 summary.failures.append((path, reason))
         if csv_reports is not None:
-            written, unmatched = apply_csv_reports(conn, encoder, csv_reports, store.salt,
-                                                   on_warning=warn)
-            summary.reports += written
-            if unmatched:
-                others = " (rows of other shards are expected among them)" if parsed_shard else ""
-                summary.warnings.append(
-                    f"{len(unmatched)} report row(s) of {reports} matched no indexed study, "
-                    f"e.g. {unmatched[0]}{others}"
-                )
+            _apply_csv(conn, encoder, csv_reports, store.salt, plan, found, root, summary, warn,
+                       others=" (rows of other shards are expected among them)" if parsed_shard else "")
         if prune:
             with catalog.transaction(conn):
                 for path in plan.gone:
@@ -177,6 +176,34 @@ def index_folder(
     return summary
 
 
+def _apply_csv(conn, encoder: Encoder, csv_reports: CsvReports, salt: str, plan: "_Plan",
+               found: list[FoundFile], root: Path, summary: IndexSummary,
+               warn: Callable[[str, str], None], *, others: str) -> None:
+    """Attach the CSV's reports and say in the summary what did not fit and how images grouped."""
+    summary.warnings += csv_reports.warnings
+    name = csv_reports.source
+    above = csv_reports.keys_above(root)
+    if above:
+        lines = ", ".join(str(row.line) for row in above[:3]) + (", ..." if len(above) > 3 else "")
+        summary.warnings.append(
+            f"{len(above)} report row(s) of {name} (line {lines}, e.g. {above[0].key!r}) key a folder "
+            f"above the indexed folder {root}: ignored, a key names a study inside it")
+    indexed_names = {Path(item.path).name: item.path for item in found if item.is_image}
+    written, unmatched = apply_csv_reports(conn, encoder, csv_reports, salt, plan.grouping.matches,
+                                           root=root, indexed_names=indexed_names, on_warning=warn)
+    summary.reports += written
+    if unmatched:
+        key, why = unmatched[0]
+        summary.warnings.append(
+            f"{len(unmatched)} report row(s) of {name} matched no indexed study, e.g. {key}: "
+            f"{why}{others}")
+    grouped = plan.grouping.grouped
+    if grouped:
+        studies = len({plan.grouping.keys[path] for path in grouped})
+        summary.notes.append(f"{len(grouped)} PNG/JPEG image(s) grouped into {studies} "
+                             f"studies by the CSV column {csv_reports.group_column!r}")
+
+
 def _backend_spec(backend: str | None, url: str | None, options: dict | None) -> BackendSpec | None:
     """The back end asked for, or None to use the index's recorded one (faiss for a new index)."""
     if backend is None and url is None:
@@ -191,13 +218,13 @@ class _Plan:
     to_read: list[tuple[FoundFile, str | None]] = field(default_factory=list)
     bad: list[FoundFile] = field(default_factory=list)
     reports: list[FoundFile] = field(default_factory=list)
-    own_study: set[str] = field(default_factory=set)
+    grouping: Grouping = field(default_factory=Grouping)
     gone: list[str] = field(default_factory=list)
 
 
 def _plan(
     conn, found: list[FoundFile], root: Path, csv_reports: CsvReports | None, summary: IndexSummary,
-    shard_filter: ShardFilter | None = None,
+    shard_filter: ShardFilter | None = None, salt: str = "",
 ) -> _Plan:
     """Split discovered files into work to do and files unchanged since the last run.
 
@@ -214,16 +241,20 @@ def _plan(
             (str(root), prefix_len, prefix),
         )
     }
-    stored_study = dict(
-        conn.execute(
-            "SELECT DISTINCT files.path, studies.key FROM images "
+    stored_study = {
+        path: StoredStudy(key, key.startswith("group:") or bool(has_csv_report))
+        for path, key, has_csv_report in conn.execute(
+            "SELECT DISTINCT files.path, studies.key, EXISTS(SELECT 1 FROM reports WHERE "
+            "reports.study_id = studies.id AND reports.source = 'csv') FROM images "
             "JOIN files ON files.id = images.file_id JOIN studies ON studies.id = images.study_id "
             "WHERE files.kind IN ('png', 'jpeg', 'nifti') "
             "AND (files.path = ? OR substr(files.path, 1, ?) = ?)",
             (str(root), prefix_len, prefix),
-        ).fetchall()
-    )
+        )
+    }
     plan = _Plan()
+    plan.grouping = group_images([item for item in found if item.is_image], root, csv_reports,
+                                 stored_study, salt)
     seen: set[str] = set()
     for item in found:
         if item.kind == "other":  # neither image nor report: counted by kind, never recorded
@@ -235,17 +266,8 @@ def _plan(
             continue
         seen.add(item.path)
         if item.kind in ("png", "jpeg", "nifti"):
-            # A study of its own once it has had its own report: a later run without --reports
-            # keeps it so.
-            own = (
-                stored_study.get(item.path, "").startswith("file:")
-                or sidecar_for_image(Path(item.path)) is not None
-                or (csv_reports is not None and csv_reports.lookup_path(Path(item.path)) is not None)
-            )
-            if own:
-                plan.own_study.add(item.path)
-            expected = study_key_for_image(item.path, own)
-            if item.path in stored_study and stored_study[item.path] != expected:
+            stored = stored_study.get(item.path)
+            if stored is not None and stored.key != plan.grouping.keys[item.path]:
                 plan.to_read.append((item, None))  # its study changed: re-file it
                 continue
         if item.kind == "bad":
@@ -261,6 +283,11 @@ def _plan(
             previous = row["sha256"] if row is not None and row["status"] != "failed" else None
             plan.to_read.append((item, previous))
     plan.gone = sorted(path for path in known if path not in seen)
+    flat = sum(1 for item, _ in plan.to_read if item.path in plan.grouping.flat)
+    if flat:
+        summary.notes.append(
+            f"{flat} PNG/JPEG image(s) directly in {root} became a study each: nothing groups them "
+            "(no group column in a reports CSV, no report.txt in the folder)")
     return plan
 
 
@@ -302,13 +329,11 @@ def _outcomes(
 class _Batcher:
     """Collects decoded files until a batch of frames is ready, then embeds and writes them."""
 
-    def __init__(self, store: Store, encoder: Encoder, plan: _Plan, csv_reports, summary,
-                 batch_size: int):
+    def __init__(self, store: Store, encoder: Encoder, plan: _Plan, summary, batch_size: int):
         self.store = store
         self.encoder = encoder
         self.found = {item.path: item for item, _ in plan.to_read}
-        self.own_study = plan.own_study
-        self.csv_reports = csv_reports
+        self.grouping = plan.grouping
         self.summary = summary
         self.batch_size = batch_size
         self.waiting: list[ReadOutcome] = []
@@ -398,16 +423,12 @@ class _Batcher:
             study_key = result.study_uid_hash or f"file:{found.path}"
             series_key = result.series_uid_hash or f"{study_key}/file:{found.path}"
             return study_key, series_key
-        own = found.path in self.own_study
-        if self.csv_reports is not None:
-            row = self.csv_reports.lookup_path(Path(found.path)) or self.csv_reports.lookup_path(
-                Path(found.dir)
-            )
-            if row is not None:
-                for name, value in row.metadata.items():
-                    if value:
-                        metadata["study_description" if name == "description" else name] = value
-        key = study_key_for_image(found.path, own)
+        match = self.grouping.matches.get(found.path)
+        if match is not None:
+            for name, value in match.report.metadata.items():
+                if value:
+                    metadata["study_description" if name == "description" else name] = value
+        key = self.grouping.keys[found.path]
         if result.kind == "nifti":  # a NIfTI file is a series of its own within its study
             return key, f"{key}/file:{found.path}"
         return key, key
@@ -417,7 +438,6 @@ def _read_embed_write(
     store: Store,
     encoder: Encoder,
     plan: _Plan,
-    csv_reports: CsvReports | None,
     *,
     workers: int,
     batch_size: int,
@@ -439,7 +459,7 @@ def _read_embed_write(
         for item, previous in plan.to_read
         if item.kind != "dicomdir"
     ]
-    batcher = _Batcher(store, encoder, plan, csv_reports, summary, batch_size)
+    batcher = _Batcher(store, encoder, plan, summary, batch_size)
     total = len(tasks)
     for done, outcome in enumerate(_outcomes(tasks, workers), start=1):
         batcher.add(outcome)

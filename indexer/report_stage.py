@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import sqlite3
 from collections.abc import Callable
@@ -13,8 +14,11 @@ from radsearch import catalog
 from radsearch.encoders import Encoder
 from radsearch.indexer import writer
 from radsearch.indexer.discover import FoundFile
+from radsearch.indexer.grouping import file_study, folder_study
 from radsearch.reading import salted_hash
 from radsearch.reports import (
+    CsvMatch,
+    CsvReport,
     CsvReports,
     ReportError,
     Sentence,
@@ -27,11 +31,6 @@ _REPORTS_PER_TRANSACTION = 256
 
 # Called with (what the warning is about: a report file's path or a CSV key, one-line warning).
 OnWarning = Callable[[str, str], None]
-
-
-def study_key_for_image(path: str, own_study: bool) -> str:
-    """Non-DICOM images: a study per folder, or a study of its own when it has its own report."""
-    return f"file:{path}" if own_study else f"dir:{Path(path).parent}"
 
 
 def embed_report(encoder: Encoder, text: str) -> tuple[list[Sentence], np.ndarray]:
@@ -68,9 +67,14 @@ def _target_study(conn: sqlite3.Connection, found: FoundFile) -> tuple[int | Non
         if not rows:
             return None, "no indexed study in this report's folder"
         return None, f"its folder holds {len(rows)} studies; a folder report needs exactly one"
-    for image in sorted(path.parent.glob(path.stem + ".*")):
+    # The image's own study, else whatever study grouped it (a CSV group).
+    for image in sorted(path.parent.glob(glob.escape(path.stem) + ".*")):
         row = conn.execute(
-            "SELECT id FROM studies WHERE key = ?", (study_key_for_image(str(image), True),)
+            "SELECT id FROM studies WHERE key = ?", (file_study(str(image)),)
+        ).fetchone() or conn.execute(
+            "SELECT images.study_id FROM images JOIN files ON files.id = images.file_id "
+            "WHERE files.path = ? AND files.kind IN ('png', 'jpeg') LIMIT 1",
+            (str(image),),
         ).fetchone()
         if row is not None:
             return int(row[0]), None
@@ -132,23 +136,82 @@ def _warn_truncated(on_warning: OnWarning | None, names: list[str], splits: list
             on_warning(name, split.truncation)
 
 
-def _studies_by_real_path(conn: sqlite3.Connection) -> dict[tuple[str, str], list[int]]:
-    """Studies keyed by a file ("file:...") or folder ("dir:..."), by that path's real location.
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
-    CSV paths are resolved; discovered paths are not: under a symlinked folder, they differ.
-    """
-    studies: dict[tuple[str, str], list[int]] = {}
-    rows = conn.execute(
-        "SELECT id, key FROM studies WHERE key LIKE 'file:%' OR key LIKE 'dir:%' ORDER BY id"
-    )
-    for study_id, key in rows:
-        kind, _, path = key.partition(":")
-        studies.setdefault((kind, os.path.realpath(path)), []).append(int(study_id))
+
+def _studies_of_files(conn: sqlite3.Connection, paths: list[str]) -> dict[str, dict[int, str]]:
+    """For each indexed file among ``paths``: its images' studies, id -> key."""
+    studies: dict[str, dict[int, str]] = {}
+    for chunk in _chunks(paths, 500):
+        rows = conn.execute(
+            "SELECT DISTINCT files.path, studies.id, studies.key FROM images "
+            "JOIN files ON files.id = images.file_id JOIN studies ON studies.id = images.study_id "
+            f"WHERE files.path IN ({','.join('?' * len(chunk))})",
+            chunk,
+        )
+        for path, study_id, key in rows:
+            studies.setdefault(path, {})[int(study_id)] = key
     return studies
 
 
-def _chunks(items: list, size: int) -> list[list]:
-    return [items[start : start + size] for start in range(0, len(items), size)]
+def _row_targets(
+    conn: sqlite3.Connection, reports: CsvReports, matches: dict[str, CsvMatch], salt: str,
+) -> tuple[dict[int, set[int]], dict[int, str]]:
+    """(id(row) -> the studies it reports on, id(row) -> why a row has none though it covers images).
+
+    A row keying an image reports on that image's study; a group row on its group's study; a row
+    keying a folder on the folder's study - the one grouped by that key, else the only study there.
+    """
+    targets: dict[int, set[int]] = {}
+    in_folder: dict[int, dict[int, str]] = {}
+    preferred: dict[int, set[int]] = {}
+    studies_of = _studies_of_files(conn, list(matches))
+    for path, match in matches.items():
+        row = id(match.report)
+        studies = studies_of.get(path, {})
+        if match.own or match.report.group is not None:
+            targets.setdefault(row, set()).update(studies)
+            continue
+        in_folder.setdefault(row, {}).update(studies)
+        keyed = folder_study(str(match.keyed))
+        preferred.setdefault(row, set()).update(i for i, key in studies.items() if key == keyed)
+    problems: dict[int, str] = {}
+    for row, studies in in_folder.items():
+        if preferred.get(row):
+            targets.setdefault(row, set()).update(preferred[row])
+        elif len(studies) == 1:
+            targets.setdefault(row, set()).update(studies)
+        elif len(studies) > 1:
+            problems[row] = f"its folder holds {len(studies)} studies; a folder key needs exactly one"
+    for key, row in reports.by_key.items():
+        hashed = salted_hash(key, salt)
+        found = conn.execute(
+            "SELECT id FROM studies WHERE key IN (?, ?) ORDER BY key = ? DESC LIMIT 1",
+            (hashed, key, hashed),
+        ).fetchone()
+        if found is not None:
+            targets.setdefault(id(row), set()).add(int(found[0]))
+    return targets, problems
+
+
+def _why_unmatched(row: CsvReport, resolved: str | None, root: Path,
+                   indexed_names: dict[str, str]) -> str:
+    """Why a CSV row matched no indexed study, in words a user can act on."""
+    if resolved is None:
+        return ("no indexed study has this StudyInstanceUID, and the CSV's folder holds no file or "
+                "folder of that name")
+    target = Path(resolved)
+    if not target.exists():
+        why = f"looked for {target}, which does not exist (path keys are relative to the CSV's folder)"
+        elsewhere = indexed_names.get(target.name)
+        if elsewhere is not None:
+            why += f"; an indexed file of that name is {elsewhere}"
+        return why
+    real_root = Path(os.path.realpath(root))
+    if target != real_root and real_root not in target.parents:
+        return f"{target} is outside the indexed folder {root}"
+    return f"{target} holds no indexed image (see the failed and skipped files)"
 
 
 def apply_csv_reports(
@@ -156,43 +219,54 @@ def apply_csv_reports(
     encoder: Encoder,
     reports: CsvReports,
     salt: str,
+    matches: dict[str, CsvMatch],
     *,
+    root: Path,
+    indexed_names: dict[str, str] | None = None,
     on_warning: OnWarning | None = None,
-) -> tuple[int, list[str]]:
-    """Attach CSV report rows to their studies; returns (reports written, keys that matched none).
+) -> tuple[int, list[tuple[str, str]]]:
+    """Attach CSV report rows to their studies; returns (reports written, (key, why) of each row
+    that matched no study).
 
+    ``matches`` maps each discovered image to the row keying it or its folder (``CsvReports.match``);
+    rows keyed by StudyInstanceUID are found by the study's hashed UID. A study reported on by several
+    rows (a group, or an image and its folder's rows) gets their distinct texts joined in CSV order.
+    Rows keyed above the indexed folder ``root`` are left out (the caller warns about them).
+    ``indexed_names`` (file name -> a discovered image) lets a miss name the file the key may mean.
     A row indexed only in part is passed to ``on_warning`` with its key, as in ``index_report_files``.
     """
-    unmatched: list[str] = []
+    refused = {id(row) for row in reports.keys_above(root)}
+    targets, problems = _row_targets(conn, reports, matches, salt)
+    resolved_of = {id(row): path for path, row in reports.by_path.items()}
+    rows_of_study: dict[int, list[CsvReport]] = {}
+    unmatched: list[tuple[str, str]] = []
+    for row in reports.rows():
+        if id(row) in refused:
+            continue
+        studies = targets.get(id(row))
+        if not studies:
+            why = problems.get(id(row)) or _why_unmatched(
+                row, resolved_of.get(id(row)), root, indexed_names or {})
+            unmatched.append((row.key, why))
+        for study_id in studies or ():
+            rows_of_study.setdefault(study_id, []).append(row)
     pending: list[tuple[int, str, str]] = []
-    by_path = _studies_by_real_path(conn)
-    targets = [
-        (by_path.get(("file", path)) or by_path.get(("dir", path)) or [], row)
-        for path, row in reports.by_path.items()
-    ]
-    for key, row in reports.by_key.items():
-        hashed = salted_hash(key, salt)
-        found = conn.execute(
-            "SELECT id FROM studies WHERE key IN (?, ?) ORDER BY key = ? DESC LIMIT 1",
-            (hashed, key, hashed),
-        ).fetchone()
-        targets.append(([int(found[0])] if found else [], row))
-    for study_ids, row in targets:
-        if not study_ids:
-            unmatched.append(row.key)
-        for study_id in study_ids:
-            existing = conn.execute(
-                "SELECT text FROM reports WHERE study_id = ? AND source = 'csv'", (study_id,)
-            ).fetchall()
-            if not (len(existing) == 1 and existing[0]["text"] == row.text):
-                pending.append((study_id, row.key, row.text))
+    for study_id, rows in rows_of_study.items():
+        text = "\n\n".join(dict.fromkeys(row.text for row in rows if row.text))
+        existing = conn.execute(
+            "SELECT text FROM reports WHERE study_id = ? AND source = 'csv'", (study_id,)
+        ).fetchall()
+        if not (len(existing) == 1 and existing[0]["text"] == text) and (text or existing):
+            pending.append((study_id, rows[0].key, text))
     for chunk in _chunks(pending, _REPORTS_PER_TRANSACTION):
         splits = [split_report(text) for _, _, text in chunk]
         embedded = _embed_split(encoder, splits)
         with catalog.transaction(conn):
             for (study_id, _, text), (sentences, vectors) in zip(chunk, embedded):
                 conn.execute("DELETE FROM reports WHERE study_id = ? AND source = 'csv'", (study_id,))
-                writer.put_report(conn, study_id=study_id, file_id=None, source="csv", text=text,
-                                  sentences=sentences, vectors=vectors)
+                conn.execute("UPDATE studies SET dirty = 1 WHERE id = ?", (study_id,))
+                if text:
+                    writer.put_report(conn, study_id=study_id, file_id=None, source="csv",
+                                      text=text, sentences=sentences, vectors=vectors)
         _warn_truncated(on_warning, [key for _, key, _ in chunk], splits)
-    return len(pending), unmatched
+    return sum(1 for _, _, text in pending if text), unmatched

@@ -18,6 +18,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is plain: "[default: ...]" in it is shown, not read as markup
     help="Index folders of radiology studies (DICOM, PNG/JPEG + reports) and search them, offline.",
 )
 out = Console()
@@ -478,7 +479,9 @@ def classify(
         _print_json(result.to_dict())
         return
     kind = "independent probabilities" if result.kind == "findings" else "probabilities sum to 1"
-    table = Table(title=f"{result.label_set} ({kind}) - {result.model}", title_justify="left")
+    # The title on a line of its own: as a table title it would wrap at the narrow table's width.
+    out.print(f"{result.label_set} ({kind}) - {result.model}", highlight=False, markup=False)
+    table = Table()
     for column in ("label", "probability", "cosine"):
         table.add_column(column)
     for score in result.scores:
@@ -490,8 +493,8 @@ def classify(
 def demo(
     index: Annotated[
         Optional[Path],
-        typer.Option("--index", help="Index directory for the sample studies",
-                     show_default="~/.radsearch/demo, never your own index"),
+        typer.Option("--index", help="Index directory for the sample studies [default: "
+                     "~/.radsearch/demo, never your own index]"),
     ] = None,
     query: Annotated[str, typer.Option("--query", help="Text to search for")] = "pleural effusion",
     model: Annotated[Optional[str], typer.Option("--model", help="Embedding model (see `models`)")] = None,

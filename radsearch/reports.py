@@ -30,6 +30,7 @@ import codecs
 import csv
 import io
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -406,8 +407,14 @@ def folder_report(folder: Path) -> Path | None:
 # --- reports CSV --------------------------------------------------------------------------------------
 
 KEY_COLUMNS = ("study", "study_key", "study_uid", "key", "path", "image_path", "file")
+PATH_COLUMNS = ("path", "image_path", "file")
 TEXT_COLUMNS = ("report", "text")
 METADATA_COLUMNS = ("modality", "body_part", "view", "study_date", "description")
+# Columns that name the study an image belongs to, most specific first.
+GROUP_COLUMNS = ("group", "study_id", "accession", "accession_number", "case", "case_id", "patient",
+                 "patient_id")
+_UID_LIKE = re.compile(r"\d+(?:\.\d+){3,}")
+_EXAMPLES = 3  # keys or lines named in one warning
 
 
 @dataclass(frozen=True)
@@ -415,21 +422,58 @@ class CsvReport:
     key: str
     text: str
     metadata: dict[str, str] = field(default_factory=dict)
+    group: str | None = None  # the group column's value: never stored or shown, only hashed
+    line: int = field(default=0, compare=False)  # where the (first) row starts in the CSV
+
+
+@dataclass(frozen=True)
+class CsvMatch:
+    """The row that keys an image: the image itself (``own``), or the nearest enclosing folder."""
+
+    report: CsvReport
+    keyed: Path  # the file or folder the key names, as discovered (not resolved)
+    own: bool
 
 
 @dataclass
 class CsvReports:
     by_path: dict[str, CsvReport]  # absolute, resolved paths of files and folders
     by_key: dict[str, CsvReport]  # other keys (StudyInstanceUID, ...), as given
+    base: Path = Path()  # the CSV's folder: path keys are relative to it
+    source: str = ""  # the CSV's path, for messages
+    group_column: str | None = None
+    warnings: list[str] = field(default_factory=list)  # one line each: duplicates, suspect rows
+    _real: dict[Path, str] = field(default_factory=dict, repr=False)  # folders' resolved paths
 
-    def lookup_path(self, path: Path) -> CsvReport | None:
-        """The report keyed by this file or folder, else by its nearest enclosing folder."""
-        resolved = Path(path).resolve()
-        for candidate in (resolved, *resolved.parents):
-            report = self.by_path.get(str(candidate))
+    def match(self, path: Path, root: Path) -> CsvMatch | None:
+        """The row keying ``path`` or its nearest enclosing folder, looking no higher than ``root``
+        (the indexed folder): a key above the indexed folder would label everything under it."""
+        path, root = Path(path), Path(root)
+        report = self.by_path.get(os.path.realpath(path))
+        if report is not None:
+            return CsvMatch(report, path, own=True)
+        candidate = path
+        while candidate != root and root in candidate.parents:
+            candidate = candidate.parent
+            if candidate not in self._real:
+                self._real[candidate] = os.path.realpath(candidate)
+            report = self.by_path.get(self._real[candidate])
             if report is not None:
-                return report
+                return CsvMatch(report, candidate, own=False)
         return None
+
+    def keys_above(self, root: Path) -> list[CsvReport]:
+        """Rows keyed by a folder that holds the indexed folder ``root`` (``/``, ``..``)."""
+        real_root = Path(os.path.realpath(root))
+        return [
+            report for key, report in self.by_path.items()
+            if Path(key) in real_root.parents or Path(key) in Path(os.path.abspath(root)).parents
+        ]
+
+    def rows(self) -> list[CsvReport]:
+        """Every (merged) row once, in CSV order."""
+        unique = {id(r): r for r in (*self.by_path.values(), *self.by_key.values())}
+        return sorted(unique.values(), key=lambda r: r.line)
 
 
 def _column_name(header: str) -> str:
@@ -451,32 +495,27 @@ def _merge(old: CsvReport | None, new: CsvReport) -> CsvReport:
     if old is None:
         return new
     text = "\n\n".join(t for t in (old.text, new.text) if t)
-    return CsvReport(old.key, text, {**new.metadata, **old.metadata})
+    return CsvReport(old.key, text, {**new.metadata, **old.metadata}, old.group, old.line)
 
 
-def _csv_rows(reader: Iterator[list[str]]) -> Iterator[list[str]]:
-    """The reader's rows; a malformed row is a ReportError naming its line."""
+def _records(reader: Iterator[list[str]], name: str) -> Iterator[tuple[int, int, list[str]]]:
+    """(first line, last line, fields) of each record; a malformed record is a ReportError naming
+    its lines - a quote left open runs over the rows after it, so they are named too."""
+    first = 1
     try:
-        yield from reader
+        for row in reader:
+            yield first, reader.line_num, row
+            first = reader.line_num + 1
     except csv.Error as error:
-        raise ReportError(f"reports CSV line {reader.line_num}: {error}") from None
+        lines = f"line {first}" if reader.line_num <= first else f"lines {first}-{reader.line_num}"
+        cause = ""
+        if reader.line_num > first or "end of data" in str(error):
+            cause = f"; a quote opened on line {first} and never closed would swallow the rows after it"
+        raise ReportError(f"reports CSV {name}, {lines}: {error}{cause}") from None
 
 
-def load_reports_csv(path: Path) -> CsvReports:
-    """Reports from a CSV with a key column and a text column; see the module docstring."""
-    path = Path(path)
-    try:
-        text = decode_text(path.read_bytes())
-    except OSError as error:
-        raise ReportError(f"cannot read reports CSV: {error.strerror or error}") from None
-    # A long report is over csv's default field limit (128 kB); a report file may hold 2 MB.
-    csv.field_size_limit(max(csv.field_size_limit(), MAX_REPORT_BYTES))
-    reader = csv.reader(io.StringIO(text, newline=""))
-    rows = _csv_rows(reader)
-    header = next(rows, None)
-    if not header:
-        raise ReportError("reports CSV is empty (expected a header row)")
-    columns = [_column_name(h) for h in header]
+def _choose_columns(columns: list[str], header: list[str], group_by: str | None) -> tuple[str, str, str | None]:
+    """(key column, text column, group column); see ``load_reports_csv``."""
     key_col = next((c for c in KEY_COLUMNS if c in columns), None)
     text_col = next((c for c in TEXT_COLUMNS if c in columns), None)
     if key_col is None or text_col is None:
@@ -486,26 +525,108 @@ def load_reports_csv(path: Path) -> CsvReports:
         else:
             missing = "text column (report or text)"
         raise ReportError(f"reports CSV has no {missing}; columns found: {found}")
+    path_col = next((c for c in PATH_COLUMNS if c in columns), None)
+    implicit_group = None
+    if key_col == "study" and path_col is not None:
+        key_col, implicit_group = path_col, "study"  # images by path, grouped by their study
+    if group_by is not None:
+        group_col = _column_name(group_by)
+        if group_col not in columns:
+            found = ", ".join(h.strip() for h in header)
+            raise ReportError(f"reports CSV has no column {group_by!r} to group by; columns found: {found}")
+    else:
+        group_col = implicit_group or next((c for c in GROUP_COLUMNS if c in columns), None)
+    if group_col == key_col:
+        raise ReportError(f"reports CSV: column {group_col!r} is the key column; it cannot also group")
+    return key_col, text_col, group_col
+
+
+def _looks_like_a_row(line: str, width: int, key_i: int) -> bool:
+    """Whether a line inside a quoted field reads as a row of its own: as many fields as the
+    header and a key that is a path or a UID."""
+    fields = next(csv.reader([line]), [])
+    if len(fields) != width:
+        return False
+    key = fields[key_i].strip()
+    return bool(key) and " " not in key and (_explicit_path(key) or bool(_UID_LIKE.fullmatch(key)))
+
+
+def load_reports_csv(path: Path, *, group_by: str | None = None) -> CsvReports:
+    """Reports from a CSV with a key column and a text column; see the module docstring.
+
+    ``group_by`` names the column whose value groups PNG/JPEG images into studies; None takes the
+    first present of ``GROUP_COLUMNS`` (or ``study``, when a path column is the key). Rows whose
+    quoting is broken refuse the CSV with their line numbers; rows with the same key are joined and
+    listed in ``warnings``, as are quoted reports that seem to swallow rows.
+    """
+    path = Path(path)
+    try:
+        text = decode_text(path.read_bytes())
+    except OSError as error:
+        raise ReportError(f"cannot read reports CSV {path}: {error.strerror or error}") from None
+    # A long report is over csv's default field limit (128 kB); a report file may hold 2 MB.
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_REPORT_BYTES))
+    # strict: a stray or unclosed quote is an error, not text that runs into the next rows.
+    records = _records(csv.reader(io.StringIO(text, newline=""), strict=True), str(path))
+    _, _, header = next(records, (0, 0, []))
+    if not header:
+        raise ReportError(f"reports CSV {path} is empty (expected a header row)")
+    columns = [_column_name(h) for h in header]
+    key_col, text_col, group_col = _choose_columns(columns, header, group_by)
     key_i, text_i = columns.index(key_col), columns.index(text_col)
+    group_i = columns.index(group_col) if group_col is not None else None
     meta_i = {c: columns.index(c) for c in METADATA_COLUMNS if c in columns}
 
     base = path.resolve().parent
-    reports = CsvReports(by_path={}, by_key={})
-    for row in rows:
+    reports = CsvReports(by_path={}, by_key={}, base=base, source=str(path), group_column=group_col)
+    lines_of: dict[str, tuple[str, list[int]]] = {}  # identity -> (key as written, lines)
+    too_wide: list[int] = []
+    swallowing: list[str] = []
+    for first, last, row in records:
+        if len(row) > len(columns) and any(v.strip() for v in row[len(columns):]):
+            too_wide.append(first)
+            continue
         row += [""] * (len(columns) - len(row))
         key, body = row[key_i].strip(), row[text_i].strip()
         if not key:
             if body:
-                raise ReportError(f"reports CSV line {reader.line_num}: a report without a {key_col}")
+                raise ReportError(f"reports CSV {path}, line {first}: a report without a {key_col}")
             continue
+        if last > first and any(_looks_like_a_row(line, len(columns), key_i)
+                                for field_text in row for line in field_text.split("\n")[1:]):
+            swallowing.append(f"{first}-{last}")
         metadata = {c: row[i].strip() for c, i in meta_i.items() if row[i].strip()}
-        report = CsvReport(key, body, metadata)
+        group = (row[group_i].strip() or None) if group_i is not None else None
+        report = CsvReport(key, body, metadata, group, first)
         explicit = _explicit_path(key)
         target = base / key.replace("\\", "/")
-        if explicit or _exists(target):
-            resolved = str(target.resolve())
-            reports.by_path[resolved] = _merge(reports.by_path.get(resolved), report)
+        resolved = str(target.resolve()) if explicit or _exists(target) else None
+        identity = resolved or key
+        lines_of.setdefault(identity, (key, []))[1].append(first)
+        merged = _merge(reports.by_path.get(resolved) if resolved else reports.by_key.get(key), report)
+        if resolved:
+            reports.by_path[resolved] = merged
         if not explicit:
             # Bare keys stay keys even when a folder bears the name: folders are often named by UID.
-            reports.by_key[key] = _merge(reports.by_key.get(key), report)
+            reports.by_key[key] = merged
+    if too_wide:
+        shown = ", ".join(map(str, too_wide[:_EXAMPLES])) + (", ..." if len(too_wide) > _EXAMPLES else "")
+        raise ReportError(
+            f"reports CSV {path}, line{'s' if len(too_wide) > 1 else ''} {shown}: more fields than the "
+            f"header's {len(columns)} (a comma in an unquoted report? quote such fields)"
+        )
+    if swallowing:
+        reports.warnings.append(
+            f"reports CSV {path}: the quoted report of line(s) {', '.join(swallowing[:_EXAMPLES])} holds "
+            "lines that read as rows of their own: a quote left open swallows the rows after it"
+        )
+    duplicates = [(key, lines) for key, lines in lines_of.values() if len(lines) > 1]
+    if duplicates:
+        shown = "; ".join(
+            f"{key} on lines {', '.join(map(str, lines))}" for key, lines in duplicates[:_EXAMPLES]
+        )
+        reports.warnings.append(
+            f"reports CSV {path}: {len(duplicates)} key(s) on more than one row, their reports "
+            f"joined: {shown}{'; ...' if len(duplicates) > _EXAMPLES else ''}"
+        )
     return reports

@@ -461,20 +461,27 @@ def test_reports_csv_paths_keys_metadata_and_duplicates(tmp_path):
         ],
     )
     reports = load_reports_csv(table)
-    case_a = reports.lookup_path(tmp_path / "studies" / "case_a")
-    assert case_a == CsvReport("studies/case_a", "FINDINGS: Normal.", {"modality": "CT", "body_part": "CHEST"})
+    case_a = reports.match(tmp_path / "studies" / "case_a", tmp_path)
+    assert case_a.report == CsvReport("studies/case_a", "FINDINGS: Normal.",
+                                      {"modality": "CT", "body_part": "CHEST"})
+    assert case_a.own
     # A file inside a keyed folder belongs to that folder's study.
-    assert reports.lookup_path(tmp_path / "studies" / "case_a" / "IM1.dcm") is case_a
-    assert reports.lookup_path(tmp_path / "images" / "xray1.png").text == "Effusion."
-    assert reports.lookup_path(tmp_path / "studies" / ".." / "images" / "xray1.png").text == "Effusion."
-    assert reports.lookup_path(tmp_path / "images" / "other.png") is None
+    inside = reports.match(tmp_path / "studies" / "case_a" / "IM1.dcm", tmp_path)
+    assert inside.report is case_a.report and not inside.own
+    assert inside.keyed == tmp_path / "studies" / "case_a"
+    assert reports.match(tmp_path / "images" / "xray1.png", tmp_path).report.text == "Effusion."
+    assert reports.match(tmp_path / "images" / "other.png", tmp_path) is None
     uid = reports.by_key["1.2.840.1234"]
     assert uid.text == "Old report.\n\nAddendum."
     assert uid.metadata == {"modality": "MR", "body_part": "HEAD"}
-    assert reports.lookup_path(tmp_path / "1.2.840.99").text == "Named folder."
+    assert reports.match(tmp_path / "1.2.840.99", tmp_path).report.text == "Named folder."
     assert reports.by_key["1.2.840.99"].text == "Named folder."
     assert set(reports.by_key) == {"1.2.840.1234", "1.2.840.99"}
     assert all(Path(p).is_absolute() for p in reports.by_path)
+    # Joined duplicates are said, with their lines.
+    assert len(reports.warnings) == 1
+    assert "1 key(s) on more than one row" in reports.warnings[0]
+    assert "1.2.840.1234 on lines 4, 5" in reports.warnings[0]
 
 
 def test_reports_csv_with_bom_and_alternative_columns(tmp_path):
@@ -511,5 +518,71 @@ def test_reports_csv_holds_long_reports_and_refuses_longer_fields_in_one_line(tm
 
     table.write_text(f"study,report\n1.2.3,ok\n4.5.6,{'x' * (MAX_REPORT_BYTES + 1)}\n",
                      encoding="utf-8")
-    with pytest.raises(ReportError, match="^reports CSV line 3: field larger than field limit"):
+    with pytest.raises(ReportError, match=r"^reports CSV \S+reports.csv, line 3: field larger than field limit"):
         load_reports_csv(table)
+
+
+@pytest.mark.parametrize(
+    ("content", "lines"),
+    [
+        # The quote never closes: every row after it would become part of line 2's report.
+        ('study,report\na.png,"Normal.\nb.png,Effusion.\n', "lines 2-3"),
+        # A later quote closes it: rows 3 and 4 vanish into line 2's report.
+        ('study,report\na.png,"Normal.\nb.png,Effusion.\nc.png,"Pneumonia."\n', "lines 2-4"),
+        ('study,report\na.png,"Normal" and more\n', "line 2"),
+    ],
+)
+def test_reports_csv_broken_quotes_are_refused_by_line(tmp_path, content, lines):
+    table = tmp_path / "reports.csv"
+    table.write_text(content, encoding="utf-8")
+    with pytest.raises(ReportError, match=rf"reports CSV \S+reports.csv, {lines}: "):
+        load_reports_csv(table)
+
+
+def test_reports_csv_quoted_report_that_reads_as_rows_is_a_warning(tmp_path):
+    # Valid CSV, but the quote that closes on line 3 was meant to close on line 2.
+    table = tmp_path / "reports.csv"
+    table.write_text('image_path,report\na.png,"Normal.\nb.png,Effusion."\nc.png,Fine.\n'
+                     'd.png,"Two lines,\nboth prose."\n', encoding="utf-8")
+    reports = load_reports_csv(table)
+    assert [row.key for row in reports.rows()] == ["a.png", "c.png", "d.png"]
+    assert len(reports.warnings) == 1
+    assert "line(s) 2-3 holds lines that read as rows of their own" in reports.warnings[0]
+
+
+def test_reports_csv_row_wider_than_its_header_is_refused(tmp_path):
+    table = tmp_path / "reports.csv"
+    table.write_text("image_path,report\na.png,Fine.,\nb.png,No effusion, no pneumothorax.\n",
+                     encoding="utf-8")
+    with pytest.raises(ReportError, match=r"line 3: more fields than the header's 2"):
+        load_reports_csv(table)
+
+
+def test_reports_csv_group_column(tmp_path):
+    rows = [["image_path", "text", "case_id"], ["a.png", "One.", "MPX1"], ["b.png", "Two.", "MPX1"],
+            ["c.png", "Three.", ""]]
+    reports = load_reports_csv(_write_csv(tmp_path / "r.csv", rows))
+    assert reports.group_column == "case_id"
+    assert [(row.key, row.group) for row in reports.rows()] == [
+        ("a.png", "MPX1"), ("b.png", "MPX1"), ("c.png", None)]
+    assert reports.warnings == []  # rows of one group are not duplicates
+
+    # "study" beside a path column groups the images; --group-by chooses any column.
+    rows = [["study", "path", "report", "site"], ["S1", "a.png", "One.", "north"]]
+    assert load_reports_csv(_write_csv(tmp_path / "s.csv", rows)).rows()[0].group == "S1"
+    chosen = load_reports_csv(tmp_path / "s.csv", group_by="Site")
+    assert (chosen.group_column, chosen.rows()[0].group) == ("site", "north")
+    with pytest.raises(ReportError, match="no column 'accession' to group by; columns found: study"):
+        load_reports_csv(tmp_path / "s.csv", group_by="accession")
+
+
+def test_reports_csv_keys_above_the_indexed_folder(tmp_path):
+    root = tmp_path / "archive" / "studies"
+    (root / "case_a").mkdir(parents=True)
+    rows = [["path", "report"], ["/", "Everything."], ["archive", "Parent."],
+            ["archive/studies", "The root."], ["archive/studies/case_a", "A study."]]
+    reports = load_reports_csv(_write_csv(tmp_path / "r.csv", rows))
+    assert [row.key for row in reports.keys_above(root)] == ["/", "archive"]
+    # The nearest key at or below the root wins; keys above it never match.
+    assert reports.match(root / "case_a" / "x.png", root).report.key == "archive/studies/case_a"
+    assert reports.match(root / "other" / "x.png", root).report.key == "archive/studies"
