@@ -19,7 +19,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help text is plain: "[default: ...]" in it is shown, not read as markup
-    help="Index folders of radiology studies (DICOM, PNG/JPEG + reports) and search them, offline.",
+    help="Index folders of radiology studies (DICOM, NIfTI, PNG/JPEG + reports) and search them, "
+    "offline.",
 )
 out = Console()
 err = Console(stderr=True)
@@ -279,7 +280,7 @@ def _print_label_results(results, json_output: bool) -> None:
 
 @app.command()
 def similar(
-    query: Annotated[str, typer.Argument(help="An image file (DICOM/PNG/JPEG) or an indexed UID")],
+    query: Annotated[str, typer.Argument(help="An image file (DICOM/NIfTI/PNG/JPEG) or an indexed UID")],
     index: IndexOpt = None,
     k: KOpt = 10,
     modality: ModalityOpt = None,
