@@ -30,11 +30,9 @@ from radsearch.indexer.report_stage import (
     embed_report,
     index_report_files,
 )
-from radsearch.indexer.worker import ReadOutcome, ReadTask, read_one, start_worker
+from radsearch.indexer.worker import ReadOutcome, ReadTask, read_one
 from radsearch.reading import CtWindow, parse_ct_windows, stack_frames
-from radsearch.reading.field_values import safe_field_values
 from radsearch.reports import CsvReports, load_reports_csv
-from radsearch.diskspace import disk_full_named
 from radsearch.store import Store, default_index_path
 
 DICOMDIR_REASON = "DICOMDIR: a directory of the media; the files it lists are read directly"
@@ -129,11 +127,10 @@ def index_folder(
     windows = parse_ct_windows(ct_windows) if ct_windows is not None else None
     encoder = create_model(model)
     summary = IndexSummary(index=str(index))
-    with disk_full_named(index), Store.open_for_writing(index, encoder.describe(), spec,
+    with Store.open_for_writing(index, encoder.describe(), spec,
                                 None if parsed_shard is None else str(parsed_shard),
                                 ct_windows=windows, keep_phi=keep_phi) as store:
         summary.backend = store.spec.describe()
-        summary.warnings += store.repairs
         if store.switched_from is not None:
             summary.warnings.append(
                 f"back end changed from {store.switched_from.describe()} to {summary.backend}: "
@@ -145,7 +142,7 @@ def index_folder(
                                     "JPEG or report file)")
         shard_filter = ShardFilter(parsed_shard, root, found) if parsed_shard else None
         plan = _plan(conn, found, root, csv_reports, summary, shard_filter, store.salt)
-        _record_bad_files(conn, plan.bad, plan.special, summary)
+        _record_bad_files(conn, plan.bad, summary)
         _read_embed_write(
             store, encoder, plan,
             workers=default_workers() if workers is None else workers,
@@ -220,7 +217,6 @@ def _backend_spec(backend: str | None, url: str | None, options: dict | None) ->
 class _Plan:
     to_read: list[tuple[FoundFile, str | None]] = field(default_factory=list)
     bad: list[FoundFile] = field(default_factory=list)
-    special: list[FoundFile] = field(default_factory=list)  # named pipes, devices: never opened
     reports: list[FoundFile] = field(default_factory=list)
     grouping: Grouping = field(default_factory=Grouping)
     gone: list[str] = field(default_factory=list)
@@ -274,12 +270,11 @@ def _plan(
             if stored is not None and stored.key != plan.grouping.keys[item.path]:
                 plan.to_read.append((item, None))  # its study changed: re-file it
                 continue
-        if item.kind in ("bad", "special"):
-            status = "failed" if item.kind == "bad" else "skipped"
-            if row is not None and row["status"] == status and row["reason"] == item.problem:
+        if item.kind == "bad":
+            if row is not None and row["status"] == "failed" and row["reason"] == item.problem:
                 summary.unchanged += 1
             else:
-                (plan.bad if item.kind == "bad" else plan.special).append(item)
+                plan.bad.append(item)
         elif same_stat:
             summary.unchanged += 1
         elif item.kind == "report":
@@ -296,19 +291,13 @@ def _plan(
     return plan
 
 
-def _record_bad_files(conn, bad: list[FoundFile], special: list[FoundFile],
-                      summary: IndexSummary) -> None:
+def _record_bad_files(conn, bad: list[FoundFile], summary: IndexSummary) -> None:
     with catalog.transaction(conn):
         for item in bad:
             file_id = writer.put_file(conn, item, status="failed", sha256=None, reason=item.problem)
             writer.forget_file_content(conn, file_id)
             summary.failed += 1
             summary.failures.append((item.path, item.problem or "unreadable"))
-        for item in special:
-            file_id = writer.put_file(conn, item, status="skipped", sha256=None, reason=item.problem)
-            writer.forget_file_content(conn, file_id)
-            summary.skipped += 1
-            summary.skips.append((item.path, item.problem or "not a regular file"))
 
 
 def _outcomes(
@@ -320,9 +309,7 @@ def _outcomes(
             yield read_one(task)
         return
     context = multiprocessing.get_context("spawn")  # never fork a process that holds torch threads
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                               initializer=start_worker, initargs=(os.getpid(),))
-    try:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         queue = iter(tasks)
         pending: set[Future] = set()
         limit = workers * 4
@@ -337,9 +324,6 @@ def _outcomes(
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 yield future.result()
-    finally:
-        # Interrupted (Ctrl-C, an error downstream): drop the queued files instead of decoding them.
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Batcher:
@@ -412,10 +396,8 @@ class _Batcher:
             return
         result = outcome.result
         assert result is not None
-        summary.warnings += [f"{found.path}: {warning}" for warning in result.warnings]
         metadata = dict(result.metadata)
         study_key, series_key = self._keys(found, result, metadata)
-        metadata = safe_field_values(metadata)  # no identifier typed into a metadata field
         study_id = writer.put_study(
             conn, study_key, patient_hash=result.patient_hash,
             study_date=metadata.get("study_date"), description=metadata.get("study_description"),

@@ -14,7 +14,6 @@ from radsearch import catalog
 from radsearch.encoders import Encoder
 from radsearch.indexer import writer
 from radsearch.indexer.discover import FoundFile
-from radsearch.indexer.report_phi import deidentify_report
 from radsearch.indexer.grouping import file_study, folder_study
 from radsearch.reading import salted_hash
 from radsearch.reports import (
@@ -74,7 +73,7 @@ def _target_study(conn: sqlite3.Connection, found: FoundFile) -> tuple[int | Non
             "SELECT id FROM studies WHERE key = ?", (file_study(str(image)),)
         ).fetchone() or conn.execute(
             "SELECT images.study_id FROM images JOIN files ON files.id = images.file_id "
-            "WHERE files.path = ? AND files.kind IN ('png', 'jpeg', 'nifti') LIMIT 1",
+            "WHERE files.path = ? AND files.kind IN ('png', 'jpeg') LIMIT 1",
             (str(image),),
         ).fetchone()
         if row is not None:
@@ -107,16 +106,11 @@ def index_report_files(
             except OSError as error:
                 failed.append((found, f"unreadable: {error.strerror or error}"))
                 continue
-            except Exception as error:  # noqa: BLE001 - one bad report is that file's failure
-                detail = " ".join(str(error).split())[:200]
-                failed.append((found, f"unexpected {type(error).__name__}"
-                               + (f": {detail}" if detail else "")))
-                continue
             study_id, reason = _target_study(conn, found)
             if study_id is None:
                 failed.append((found, reason or "no study for this report"))
             else:
-                ready.append((found, study_id, deidentify_report(conn, study_id, text)))
+                ready.append((found, study_id, text))
         splits = [split_report(text) for _, _, text in ready]
         embedded = _embed_split(encoder, splits)
         with catalog.transaction(conn):
@@ -258,8 +252,7 @@ def apply_csv_reports(
             rows_of_study.setdefault(study_id, []).append(row)
     pending: list[tuple[int, str, str]] = []
     for study_id, rows in rows_of_study.items():
-        text = deidentify_report(
-            conn, study_id, "\n\n".join(dict.fromkeys(row.text for row in rows if row.text)))
+        text = "\n\n".join(dict.fromkeys(row.text for row in rows if row.text))
         existing = conn.execute(
             "SELECT text FROM reports WHERE study_id = ? AND source = 'csv'", (study_id,)
         ).fetchall()
