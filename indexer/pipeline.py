@@ -30,6 +30,7 @@ from radsearch.indexer.report_stage import (
     embed_report,
     index_report_files,
 )
+from radsearch.indexer.script_guard import called_from_unguarded_script
 from radsearch.indexer.worker import ReadOutcome, ReadTask, read_one
 from radsearch.reading import CtWindow, parse_ct_windows, stack_frames
 from radsearch.reports import CsvReports, load_reports_csv
@@ -145,7 +146,7 @@ def index_folder(
         _record_bad_files(conn, plan.bad, summary)
         _read_embed_write(
             store, encoder, plan,
-            workers=default_workers() if workers is None else workers,
+            workers=_workers(workers, summary),
             batch_size=batch_size, summary=summary, on_progress=on_progress,
         )
         def warn(path: str, message: str) -> None:
@@ -202,6 +203,17 @@ def _apply_csv(conn, encoder: Encoder, csv_reports: CsvReports, salt: str, plan:
         studies = len({plan.grouping.keys[path] for path in grouped})
         summary.notes.append(f"{len(grouped)} PNG/JPEG image(s) grouped into {studies} "
                              f"studies by the CSV column {csv_reports.group_column!r}")
+
+
+def _workers(asked: int | None, summary: IndexSummary) -> int:
+    """Decoding processes: none when called from an unguarded script, which each would re-run."""
+    workers = default_workers() if asked is None else asked
+    if workers > 0 and called_from_unguarded_script():
+        summary.warnings.append(
+            "called from a script without `if __name__ == \"__main__\":`: files are decoded in this "
+            "process (worker processes would run the script again); add the guard to use workers")
+        return 0
+    return workers
 
 
 def _backend_spec(backend: str | None, url: str | None, options: dict | None) -> BackendSpec | None:
