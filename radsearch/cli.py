@@ -66,6 +66,12 @@ def index(
     reports: Annotated[
         Optional[Path], typer.Option("--reports", help="CSV of reports: a study key and its text")
     ] = None,
+    group_by: Annotated[
+        Optional[str],
+        typer.Option("--group-by", help="Column of the --reports CSV whose value groups PNG/JPEG "
+                     "images into studies (default: the first present of group, study_id, "
+                     "accession, accession_number, case, case_id, patient, patient_id)"),
+    ] = None,
     workers: Annotated[
         Optional[int], typer.Option("--workers", min=0, help="Decoding processes (0: decode inline)")
     ] = None,
@@ -112,7 +118,7 @@ def index(
             path, index=index, reports=reports, workers=workers, prune=prune,
             model=model or DEFAULT_MODEL, backend=backend, url=url,
             backend_options=parse_options(backend_opt or []), shard=shard,
-            ct_windows=ct_windows, keep_phi=keep_phi, on_progress=on_progress,
+            ct_windows=ct_windows, keep_phi=keep_phi, group_by=group_by, on_progress=on_progress,
         ),
         quiet=json_output,
     )
@@ -126,6 +132,8 @@ def index(
                       soft_wrap=True)
     for warning in summary.warnings:
         err.print(f"[yellow]warning[/yellow] {_one_line(warning)}", highlight=False, soft_wrap=True)
+    for note in summary.notes:
+        err.print(f"note {_one_line(note)}", highlight=False, soft_wrap=True)
     kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(summary.skipped_kinds.items()))
     others = sum(summary.skipped_kinds.values())
     gone = (f" + {others} neither images nor reports ({kinds})" if kinds else "") + (

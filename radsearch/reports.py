@@ -11,8 +11,10 @@ Where a study's report comes from (sidecar convention)
   StudyInstanceUID, a study folder or an image file; the text column is ``report`` or ``text``. A key is a
   path when it contains ``/`` or ``\\``, ends with an image extension, or names an existing file or folder
   next to the CSV; paths are relative to the CSV's folder. Optional columns ``modality``, ``body_part``,
-  ``view``, ``study_date`` and ``description`` become metadata. Rows with the same key are joined with a
-  blank line.
+  ``view``, ``study_date`` and ``description`` become metadata. A group column (``GROUP_COLUMNS``, or
+  ``study`` when a path column is the key) names the study each image belongs to. Rows with the same
+  key are joined with a blank line (and listed in ``CsvReports.warnings``); broken quoting refuses the
+  CSV with the lines concerned.
 
 Report files
 ------------

@@ -210,3 +210,20 @@ def test_keys_that_match_nothing_say_where_they_looked(tmp_path):
         f"{tmp_path / 'images' / 'MPX1_a.png'}, which does not exist (path keys are relative to the "
         f"CSV's folder); an indexed file of that name is {root / 'MPX1_a.png'}",
     ]
+
+
+def test_the_cli_groups_by_a_named_column_and_prints_the_note(tmp_path):
+    from typer.testing import CliRunner
+
+    from radsearch.cli import app
+
+    root = tmp_path / "medpix"
+    manifest = _medpix_like(root)
+    # "modality" as the group: CT images together, MRI apart (any column can be named).
+    result = CliRunner().invoke(app, ["index", str(root), "--index", str(tmp_path / "index"),
+                                      "--reports", str(manifest), "--group-by", "Modality",
+                                      "--model", TINY, "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert "note 5 PNG/JPEG image(s) grouped into 2 studies by the CSV column 'modality'" in " ".join(
+        result.output.split())
+    assert stats(index=tmp_path / "index")["studies"] == 2
