@@ -136,6 +136,15 @@ def test_detection_by_content(tmp_path: Path) -> None:
     assert detect_kind(tmp_path / "text.gz") is None
 
 
+def test_a_zero_vox_offset_means_right_after_the_header(tmp_path: Path) -> None:
+    data = np.arange(10 * 10 * 10, dtype="<i2").reshape(10, 10, 10)
+    (tmp_path / "zero.nii").write_bytes(_header(vox_offset=0) + data.tobytes(order="F"))
+    (tmp_path / "right.nii").write_bytes(_header() + data.tobytes(order="F"))
+    for a, b in zip(read(tmp_path / "zero.nii").frames, read(tmp_path / "right.nii").frames,
+                    strict=True):
+        np.testing.assert_array_equal(a.pixels, b.pixels)
+
+
 def test_a_nifti_pair_reads_its_image_file(tmp_path: Path) -> None:
     data = np.arange(4 * 4 * 3, dtype=np.int16).reshape(4, 4, 3)
     nib.save(nib.Nifti1Pair(data, np.eye(4)), tmp_path / "pair.hdr")
@@ -198,6 +207,16 @@ def test_a_gzip_bomb_behind_a_far_vox_offset_is_inflated_in_small_steps(tmp_path
             out.write(bytes(2**20))
     message, peak = _error_and_peak_memory(path)
     assert message == "truncated NIfTI file: the image data needs 2000 bytes, 352 present"
+    assert peak < 16 * 2**20
+
+
+def test_a_small_gzip_declaring_a_large_volume_allocates_what_it_holds(tmp_path: Path) -> None:
+    # 4000x4000x16 int16 is 512 MB, under the voxel limit; the stream holds 1 kB of it. Only
+    # inflating tells, so the reader must not set the declared size aside first.
+    path = tmp_path / "small.nii.gz"
+    path.write_bytes(gzip.compress(_header(dim=[3, 4000, 4000, 16, 1, 1, 1, 1]) + bytes(1024)))
+    message, peak = _error_and_peak_memory(path)
+    assert message == "truncated NIfTI file: the image data needs 512000000 bytes, 1024 present"
     assert peak < 16 * 2**20
 
 

@@ -16,6 +16,7 @@ import gzip
 import json
 import logging
 import os
+import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -95,7 +96,9 @@ def read_nifti(
     ct_windows: Sequence[CtWindow] = (),
 ) -> ReadResult:
     """The first volume of a NIfTI file as model-ready slices; ReadError with one line if bad."""
-    with _quiet_nibabel():
+    # A damaged header's numbers may overflow on the way (scaling, affine): NaN/inf, not warnings.
+    with _quiet_nibabel(), np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         try:
             return _read(Path(path), image_size=image_size, max_frames=max_frames,
                          max_pixels=max_pixels, ct_windows=ct_windows)
@@ -232,6 +235,8 @@ def _data_location(path: Path, header: Nifti1Header) -> tuple[Path, int]:
         raise ReadError(f"invalid vox_offset {offset} (limit {_MAX_VOX_OFFSET})")
     if single:
         size = NIFTI_HEADER_BYTES[2 if isinstance(header, Nifti2Header) else 1]
+        if offset == 0:  # not allowed in a single file; writers that leave it 0 mean "after the
+            return path, size + 4  # header and its 4 extension bytes", as nibabel reads it
         if offset < size:
             raise ReadError(f"invalid vox_offset {offset}: the image data would overlap the "
                             f"{size}-byte header")
@@ -255,24 +260,27 @@ def _read_volume(path: Path, offset: int, shape: tuple[int, int, int], dtype: np
     try:
         with _open(path) as stream:
             if isinstance(stream, gzip.GzipFile):
+                # Its inflated size is unknown until read: grown as it inflates, so a small
+                # truncated stream declaring a large volume never has that volume allocated.
                 _skip(stream, offset)
+                buffer = _read_growing(stream, n_bytes)
+                if to_end and len(buffer) == n_bytes:
+                    stream.read(_READ_CHUNK)
             else:
                 present = os.fstat(stream.fileno()).st_size - offset
                 if present < n_bytes:
                     raise ReadError(f"truncated NIfTI file: the image data needs {n_bytes} bytes "
                                     f"from offset {offset}, {max(present, 0)} present")
                 stream.seek(offset)
-            buffer = bytearray(n_bytes)
-            got = _read_into(stream, buffer)
-            if to_end and got == n_bytes and isinstance(stream, gzip.GzipFile):
-                stream.read(_READ_CHUNK)
+                buffer = bytearray(n_bytes)
+                del buffer[_read_into(stream, buffer) :]  # in place: shorter only if it shrank
     except EOFError:
         raise ReadError("truncated gzip stream: it ends inside the image data") from None
     except (zlib.error, gzip.BadGzipFile) as e:
         raise ReadError(f"damaged gzip stream: {short_reason(e)}") from None
-    if got < n_bytes:
+    if len(buffer) < n_bytes:
         raise ReadError(f"truncated NIfTI file: the image data needs {n_bytes} bytes, "
-                        f"{got} present")
+                        f"{len(buffer)} present")
     return np.frombuffer(buffer, dtype=dtype).reshape(shape, order="F")
 
 
@@ -281,6 +289,14 @@ def _skip(stream: BinaryIO, offset: int) -> None:
     while (left := offset - stream.tell()) > 0:
         if not stream.read(min(left, _READ_CHUNK)):
             raise ReadError(f"truncated NIfTI file: it ends before vox_offset {offset}")
+
+
+def _read_growing(stream: BinaryIO, n: int) -> bytearray:
+    """Up to ``n`` bytes of ``stream``, in chunks appended as they come."""
+    buffer = bytearray()
+    while len(buffer) < n and (chunk := stream.read(min(n - len(buffer), _READ_CHUNK))):
+        buffer += chunk
+    return buffer
 
 
 def _read_into(stream: BinaryIO, buffer: bytearray) -> int:
