@@ -73,7 +73,7 @@ def _target_study(conn: sqlite3.Connection, found: FoundFile) -> tuple[int | Non
             "SELECT id FROM studies WHERE key = ?", (file_study(str(image)),)
         ).fetchone() or conn.execute(
             "SELECT images.study_id FROM images JOIN files ON files.id = images.file_id "
-            "WHERE files.path = ? AND files.kind IN ('png', 'jpeg') LIMIT 1",
+            "WHERE files.path = ? AND files.kind IN ('png', 'jpeg', 'nifti') LIMIT 1",
             (str(image),),
         ).fetchone()
         if row is not None:
