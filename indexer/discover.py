@@ -14,6 +14,7 @@ from radsearch.errors import RadsearchError
 from radsearch.reading import detect_kind
 from radsearch.reading.nifti import nifti_name, not_nifti_reason
 from radsearch.reading.phi import read_header
+from radsearch.reading.types import special_file_reason
 from radsearch.reading.values import as_text
 from radsearch.reports import folder_report, sidecar_for_image
 
@@ -28,8 +29,8 @@ class FoundFile:
     dir: str
     size: int
     mtime_ns: int
-    kind: str  # dicom | dicomdir | png | jpeg | report | bad | other
-    # why a "bad" file cannot be read; an "other" file's kind (file_kind)
+    kind: str  # dicom | dicomdir | png | jpeg | report | special | bad | other
+    # why a "bad" file cannot be read, or a "special" one is not; an "other" file's kind (file_kind)
     problem: str | None = None
 
     @property
@@ -103,6 +104,9 @@ def _classify(path: Path) -> FoundFile | None:
             return FoundFile(str(path), str(path.parent), -1, 0, "bad", _os_reason(error))
         return None
     base = (str(path), str(path.parent), info.st_size, info.st_mtime_ns)
+    special = special_file_reason(info.st_mode)
+    if special is not None:  # never opened: a named pipe would block the run (and its lock)
+        return FoundFile(*base, "special", special)
     if suffix in _REPORT_EXTENSIONS:
         if _is_report(path):
             return FoundFile(*base, "report")

@@ -20,6 +20,7 @@ import numpy as np
 
 from radsearch import catalog
 from radsearch.backends import BackendSpec
+from radsearch.diskspace import disk_full_named
 from radsearch.encoders import DEFAULT_MODEL, Encoder, create_model
 from radsearch.errors import RadsearchError
 from radsearch.indexer import aggregate, writer
@@ -31,7 +32,7 @@ from radsearch.indexer.report_stage import (
     index_report_files,
 )
 from radsearch.indexer.script_guard import called_from_unguarded_script
-from radsearch.indexer.worker import ReadOutcome, ReadTask, read_one
+from radsearch.indexer.worker import ReadOutcome, ReadTask, read_one, start_worker
 from radsearch.reading import CtWindow, parse_ct_windows, stack_frames
 from radsearch.reports import CsvReports, load_reports_csv
 from radsearch.store import Store, default_index_path
@@ -128,10 +129,11 @@ def index_folder(
     windows = parse_ct_windows(ct_windows) if ct_windows is not None else None
     encoder = create_model(model)
     summary = IndexSummary(index=str(index))
-    with Store.open_for_writing(index, encoder.describe(), spec,
+    with disk_full_named(index), Store.open_for_writing(index, encoder.describe(), spec,
                                 None if parsed_shard is None else str(parsed_shard),
                                 ct_windows=windows, keep_phi=keep_phi) as store:
         summary.backend = store.spec.describe()
+        summary.warnings += store.repairs
         if store.switched_from is not None:
             summary.warnings.append(
                 f"back end changed from {store.switched_from.describe()} to {summary.backend}: "
@@ -143,7 +145,7 @@ def index_folder(
                                     "JPEG or report file)")
         shard_filter = ShardFilter(parsed_shard, root, found) if parsed_shard else None
         plan = _plan(conn, found, root, csv_reports, summary, shard_filter, store.salt)
-        _record_bad_files(conn, plan.bad, summary)
+        _record_bad_files(conn, plan.bad, plan.special, summary)
         _read_embed_write(
             store, encoder, plan,
             workers=_workers(workers, summary),
@@ -229,6 +231,7 @@ def _backend_spec(backend: str | None, url: str | None, options: dict | None) ->
 class _Plan:
     to_read: list[tuple[FoundFile, str | None]] = field(default_factory=list)
     bad: list[FoundFile] = field(default_factory=list)
+    special: list[FoundFile] = field(default_factory=list)  # named pipes, devices: never opened
     reports: list[FoundFile] = field(default_factory=list)
     grouping: Grouping = field(default_factory=Grouping)
     gone: list[str] = field(default_factory=list)
@@ -282,11 +285,12 @@ def _plan(
             if stored is not None and stored.key != plan.grouping.keys[item.path]:
                 plan.to_read.append((item, None))  # its study changed: re-file it
                 continue
-        if item.kind == "bad":
-            if row is not None and row["status"] == "failed" and row["reason"] == item.problem:
+        if item.kind in ("bad", "special"):
+            status = "failed" if item.kind == "bad" else "skipped"
+            if row is not None and row["status"] == status and row["reason"] == item.problem:
                 summary.unchanged += 1
             else:
-                plan.bad.append(item)
+                (plan.bad if item.kind == "bad" else plan.special).append(item)
         elif same_stat:
             summary.unchanged += 1
         elif item.kind == "report":
@@ -303,13 +307,19 @@ def _plan(
     return plan
 
 
-def _record_bad_files(conn, bad: list[FoundFile], summary: IndexSummary) -> None:
+def _record_bad_files(conn, bad: list[FoundFile], special: list[FoundFile],
+                      summary: IndexSummary) -> None:
     with catalog.transaction(conn):
         for item in bad:
             file_id = writer.put_file(conn, item, status="failed", sha256=None, reason=item.problem)
             writer.forget_file_content(conn, file_id)
             summary.failed += 1
             summary.failures.append((item.path, item.problem or "unreadable"))
+        for item in special:
+            file_id = writer.put_file(conn, item, status="skipped", sha256=None, reason=item.problem)
+            writer.forget_file_content(conn, file_id)
+            summary.skipped += 1
+            summary.skips.append((item.path, item.problem or "not a regular file"))
 
 
 def _outcomes(
@@ -321,7 +331,9 @@ def _outcomes(
             yield read_one(task)
         return
     context = multiprocessing.get_context("spawn")  # never fork a process that holds torch threads
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                               initializer=start_worker, initargs=(os.getpid(),))
+    try:
         queue = iter(tasks)
         pending: set[Future] = set()
         limit = workers * 4
@@ -336,6 +348,9 @@ def _outcomes(
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 yield future.result()
+    finally:
+        # Interrupted (Ctrl-C, an error downstream): drop the queued files instead of decoding them.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Batcher:
@@ -408,6 +423,7 @@ class _Batcher:
             return
         result = outcome.result
         assert result is not None
+        summary.warnings += [f"{found.path}: {warning}" for warning in result.warnings]
         metadata = dict(result.metadata)
         study_key, series_key = self._keys(found, result, metadata)
         study_id = writer.put_study(

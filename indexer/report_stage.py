@@ -106,6 +106,11 @@ def index_report_files(
             except OSError as error:
                 failed.append((found, f"unreadable: {error.strerror or error}"))
                 continue
+            except Exception as error:  # noqa: BLE001 - one bad report is that file's failure
+                detail = " ".join(str(error).split())[:200]
+                failed.append((found, f"unexpected {type(error).__name__}"
+                               + (f": {detail}" if detail else "")))
+                continue
             study_id, reason = _target_study(conn, found)
             if study_id is None:
                 failed.append((found, reason or "no study for this report"))

@@ -6,12 +6,19 @@ overlap with the embedding done in the main process.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import os
+import signal
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from radsearch.reading import CtWindow, ReadError, ReadResult, SkipFile, read_file
 from radsearch.reading.phi import read_identifiers
+from radsearch.reading.types import special_file_reason
 
 _HASH_CHUNK = 1 << 20
 
@@ -36,9 +43,41 @@ class ReadOutcome:
     identifiers: dict[str, str] | None = None  # in clear: with ReadTask.keep_phi only
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_WATCH_SECONDS = 1.0
+
+
+def start_worker(parent_pid: int) -> None:
+    """Initializer of a decoding process: it dies with the run that started it, even one killed
+    with SIGKILL (the kernel's parent-death signal on Linux, and a watchdog everywhere), and leaves
+    Ctrl-C to that run, which stops the workers itself (no traceback from each of them)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watchdog below still ends this process
+    if os.getppid() != parent_pid:  # the run died before this process was set up
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True,
+                     name="radsearch-parent-watchdog").start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(_WATCH_SECONDS)
+    os._exit(1)
+
+
 def file_sha256(path: str) -> str:
+    """The content hash of a regular file; raises OSError for anything else (a named pipe is
+    opened without blocking and refused, never read)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(fd, "rb") as handle:
+        special = special_file_reason(os.fstat(fd).st_mode)
+        if special is not None:
+            raise OSError(0, special)
         while chunk := handle.read(_HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()

@@ -30,6 +30,7 @@ _EXPORTS = {
     "Draft": "radsearch.drafting",
     "list_drafters": "radsearch.drafting",
     "RadsearchError": "radsearch.errors",
+    "check_index": "radsearch.health",
 }
 
 __all__ = sorted(_EXPORTS)

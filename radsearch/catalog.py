@@ -8,6 +8,7 @@ row's vector with the row.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -140,28 +141,75 @@ CREATE TRIGGER IF NOT EXISTS files_drop_identifiers AFTER DELETE ON files BEGIN
 KEEP_PHI_KEY = "privacy.keep_phi"
 
 
+class CatalogDamagedError(RadsearchError):
+    """The catalog's file cannot be read: cut short, overwritten, not a database."""
+
+
+def damaged(path: Path, error: object) -> CatalogDamagedError:
+    return CatalogDamagedError(
+        f"{path} is damaged ({error}): `radsearch check --repair` sets it aside, and the next "
+        "`radsearch index` rebuilds the index from the files")
+
+
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """Open the catalog; WAL mode lets searches read a consistent snapshot while a run writes."""
-    if readonly:
-        conn = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, timeout=30.0, isolation_level=None
-        )
-    else:
-        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        with transaction(conn):
-            for statement in _SCHEMA.split(";\n"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                (SCHEMA_VERSION,),
-            )
+    """Open the catalog; WAL mode lets searches read a consistent snapshot while a run writes.
+    A file that is not a whole SQLite database raises CatalogDamagedError (one line)."""
+    try:
+        if readonly:
+            conn = connect_read_only(path)
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        else:
+            conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            with transaction(conn):
+                for statement in _SCHEMA.split(";\n"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                    (SCHEMA_VERSION,),
+                )
+    except sqlite3.DatabaseError as error:
+        if is_damage(error):
+            raise damaged(path, error) from None
+        raise
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA foreign_keys=ON")
     if not readonly:
         normalise_terms(conn)
+    return conn
+
+
+def is_damage(error: sqlite3.DatabaseError) -> bool:
+    """Damage, not a full disk or a busy lock: SQLITE_CORRUPT (11) and SQLITE_NOTADB (26)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (11, 26)
+    text = str(error)
+    return "malformed" in text or "not a database" in text
+
+
+def quick_check(conn: sqlite3.Connection) -> str | None:
+    """SQLite's quick_check over every page: None when whole, else its first complaint."""
+    try:
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+    except sqlite3.DatabaseError as error:
+        return str(error)
+    return None if problems == ["ok"] else problems[0]
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection; on a read-only file system, where SQLite cannot make the WAL's
+    shared-memory file, the database is opened as immutable (nothing can change it there)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.OperationalError:
+        conn.close()
+        if os.access(Path(path).parent, os.W_OK):
+            raise
+        conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True, isolation_level=None)
     return conn
 
 

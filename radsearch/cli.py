@@ -448,6 +448,30 @@ def stats(index: IndexOpt = None, json_output: JsonOpt = False) -> None:
 
 
 @app.command()
+def check(
+    index: IndexOpt = None,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Set a damaged catalog aside (the next `index` "
+                           "re-reads the files), rebuild a damaged or out-of-step back end from "
+                           "the catalog, remove leftover temporary files")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Verify the index: the catalog, its files and the back end against the catalog."""
+    from radsearch.health import check_error, check_index
+
+    report = check_index(index, repair=repair)
+    if json_output:
+        _print_json(report.to_dict())
+    else:
+        for finding in report.findings:
+            mark = "ok" if finding.ok else ("repaired" if finding.repaired else "PROBLEM")
+            out.print(f"{mark:9}{finding.part:8}{_one_line(finding.message)}", highlight=False,
+                      soft_wrap=True)
+    if check_error(report) is not None:
+        raise typer.Exit(1)
+
+
+@app.command()
 def models(json_output: JsonOpt = False) -> None:
     """The embedding models radsearch can use."""
     from radsearch.encoders import list_models, model_name_help
@@ -599,8 +623,39 @@ _add_drafting_commands()
 
 
 def main() -> None:
+    import faulthandler
+    import signal
+    import sqlite3
+    import warnings
+
+    from radsearch.errors import IndexOutOfStepWarning
+
+    # A crash in native code (a signal such as SIGBUS) is at least named, never silent.
+    faulthandler.enable()
+    shown = warnings.showwarning
+
+    def show_warning(message, category, *args, **kwargs) -> None:
+        if issubclass(category, IndexOutOfStepWarning):
+            err.print(f"warning: {message}", highlight=False, markup=False, soft_wrap=True)
+        else:
+            shown(message, category, *args, **kwargs)
+
+    def interrupted(signum, frame) -> None:
+        # One line, then KeyboardInterrupt unwinds (transactions roll back, workers stop) and
+        # typer exits with status 130.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        err.print("interrupted: what was written is kept; run the same command again to finish",
+                  highlight=False)
+        raise KeyboardInterrupt
+
+    warnings.showwarning = show_warning
+    signal.signal(signal.SIGINT, interrupted)
     try:
         app()
     except RadsearchError as error:
         err.print(f"error: {error}", highlight=False, markup=False, soft_wrap=True)
+        raise SystemExit(1) from None
+    except sqlite3.DatabaseError as error:  # damage found mid-command, past the opening checks
+        err.print(f"error: the index is damaged ({error}): `radsearch check` says where, "
+                  "`radsearch check --repair` mends it", highlight=False, markup=False)
         raise SystemExit(1) from None

@@ -11,3 +11,7 @@ class ModelMismatchError(RadsearchError):
 
 class IndexNotFoundError(RadsearchError):
     """No index exists at the given location."""
+
+
+class IndexOutOfStepWarning(UserWarning):
+    """An index's search back end disagrees with its catalog (one line; the next run repairs it)."""

@@ -350,6 +350,10 @@ def report_from_json(text: str) -> str:
         obj = json.loads(text)
     except json.JSONDecodeError as error:
         raise ReportError(f"invalid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    except RecursionError:
+        raise ReportError("invalid JSON: nested too deeply") from None
+    except ValueError as error:  # a number of thousands of digits
+        raise ReportError(f"invalid JSON: {' '.join(str(error).split())[:120]}") from None
     if not isinstance(obj, dict):
         raise ReportError(f"JSON report must be an object, not {type(obj).__name__}")
     for key in ("report", "text"):

@@ -5,7 +5,9 @@ Layout::
     INDEX/catalog.sqlite      catalog (WAL mode) - the source of truth, with the back-end ledger
     INDEX/faiss/              the faiss back end: points.sqlite + one .faiss file per collection
     INDEX/qdrant-edge/        the qdrant-edge back end: one Edge shard per collection
-    INDEX/write.lock          held by the one run that writes
+
+The one run that writes holds an OS lock (flock) on the index folder itself for its whole length,
+so no file that could be deleted stands for it.
 
 The back end is recorded in the catalog (meta ``backend``) when an index is first written, so later
 commands use it without being told. Every store keeps its own record (model, salt, instance id):
@@ -21,15 +23,21 @@ import os
 import secrets
 import sqlite3
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 
-from radsearch import catalog
+from radsearch import catalog, health
 from radsearch.backends import Backend, BackendSpec, open_backend
 from radsearch.backends import sync as backend_sync
-from radsearch.errors import IndexNotFoundError, ModelMismatchError, RadsearchError
+from radsearch.backends.base import StoreDamagedError
+from radsearch.errors import (
+    IndexNotFoundError,
+    IndexOutOfStepWarning,
+    ModelMismatchError,
+    RadsearchError,
+)
 from radsearch.reading.prepare import (
     CtWindow,
     ct_windows_from_record,
@@ -38,7 +46,6 @@ from radsearch.reading.prepare import (
 )
 
 CATALOG_FILE = "catalog.sqlite"
-LOCK_FILE = "write.lock"
 _MODEL_KEYS = ("model.name", "model.weights_hash", "model.dim")
 # How CT is rendered for the model (``--ct-windows``); fixed when the index is created.
 CT_WINDOWS_KEY = "preprocessing.ct_windows"
@@ -63,7 +70,7 @@ def model_record(describe: dict) -> dict[str, str]:
 class Store:
     """An open index. Use :meth:`open_for_writing` or :meth:`open_for_reading`."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection | None, lock: IO | None,
+    def __init__(self, path: Path, conn: sqlite3.Connection | None, lock: int | None,
                  spec: BackendSpec, record: dict | None = None):
         self.path = path
         self.conn = conn
@@ -72,6 +79,7 @@ class Store:
         self._record = record  # the back end's record, for a reader without a catalog
         self._backend: Backend | None = None
         self.switched_from: BackendSpec | None = None
+        self.repairs: list[str] = []  # one line for each part rebuilt on opening (a writer)
 
     @classmethod
     def open_for_writing(cls, path: Path, describe: dict, backend: BackendSpec | None = None,
@@ -83,20 +91,43 @@ class Store:
         CT rendered in ``ct_windows`` (``()``: grayscale; None: the index's recorded choice),
         keeping patient identifiers in the catalog when ``keep_phi`` (see catalog.claim_phi)."""
         path.mkdir(parents=True, exist_ok=True)
-        lock = open(path / LOCK_FILE, "a+")
+        _refuse_read_only(path)
+        lock = _lock_folder(path)
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            raise RadsearchError(f"{path}: another radsearch run is writing to this index") from None
-        conn = catalog.connect(path / CATALOG_FILE)
+            conn = catalog.connect(path / CATALOG_FILE)
+        except BaseException:
+            os.close(lock)
+            raise
         store = cls(path, conn, lock, BackendSpec())
         try:
+            problem = catalog.quick_check(conn)
+            if problem is not None:
+                raise catalog.damaged(path / CATALOG_FILE, problem)
             store._claim_model(model_record(describe))
             store._claim_ct_windows(ct_windows)
             store._claim_shard(shard)
             catalog.claim_phi(conn, keep_phi, path)
             store._claim_backend(backend)
+            store._rebuild_store_out_of_step()
+            store._bind_backend()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @classmethod
+    def open_for_repair(cls, path: Path) -> Store:
+        """Open an index to bring its back end in step with its catalog (``health.check_index``):
+        the writer's lock and checks, with no model to claim."""
+        lock = _lock_folder(path)
+        try:
+            conn = catalog.connect(path / CATALOG_FILE)
+        except BaseException:
+            os.close(lock)
+            raise
+        store = cls(path, conn, lock, _recorded_spec(conn) or BackendSpec())
+        try:
+            store._rebuild_store_out_of_step()
             store._bind_backend()
         except BaseException:
             store.close()
@@ -109,13 +140,23 @@ class Store:
         catalog at ``path``, a Qdrant ``backend`` alone is searched from its own record."""
         if (path / CATALOG_FILE).exists():
             conn = catalog.connect(path / CATALOG_FILE, readonly=True)
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+                conn.close()  # a first run stopped before its first commit (a full disk)
+                raise IndexNotFoundError(f"{path}: no radsearch index here yet (run `radsearch "
+                                         "index` first)")
             recorded = _recorded_spec(conn) or BackendSpec()
             if backend is not None and (backend.kind, backend.url) != (recorded.kind, recorded.url):
                 conn.close()
                 raise RadsearchError(
                     f"{path}: this index uses {recorded.describe()}, not {backend.describe()} "
                     "(another store is searched with an --index that holds no index)")
-            return cls(path, conn, None, recorded)
+            store = cls(path, conn, None, recorded)
+            try:
+                store._warn_out_of_step()
+            except BaseException:
+                store.close()
+                raise
+            return store
         if backend is not None and backend.kind == "qdrant":
             store = cls(path, None, None, backend)
             record = store.backend.metadata()
@@ -222,6 +263,35 @@ class Store:
         backend_sync.bind(self.conn, record["instance"])
         self._release_exclusive()
 
+    # -- the back end in step with the catalog ------------------------------------------------
+    def _rebuild_store_out_of_step(self) -> None:
+        """A writer's check: an embedded store that is damaged, missing or not the catalog's
+        (an older copy put back, a collection deleted) is removed, so that binding makes a new
+        one and the sync sends it every point again."""
+        try:
+            problem = health.out_of_step(self.conn, self.spec, self.path, thorough=True)
+        except StoreDamagedError as error:
+            problem = str(error)
+        if problem is None:
+            return
+        health.remove_store(self.spec, self.path)
+        self.repairs.append(f"{problem}: rebuilt it from the catalog")
+
+    def _warn_out_of_step(self) -> None:
+        """A reader's cheap check (no lock, no full read): one warning line when the store
+        disagrees with the catalog; a damaged store is an error (it cannot answer)."""
+        if "backend" not in self.meta:
+            return  # an index from before back ends: the back end asks for one index run
+        try:
+            problem = health.out_of_step(self.conn, self.spec, self.path)
+        except StoreDamagedError as error:
+            raise StoreDamagedError(f"{error}: `radsearch index` or `radsearch check --repair` "
+                                    "rebuilds it from the catalog") from None
+        if problem is not None:
+            warnings.warn(f"{problem}: results may be missing or stale until `radsearch index` "
+                          "or `radsearch check --repair` brings it back in step",
+                          IndexOutOfStepWarning, stacklevel=3)
+
     # -- the back end -------------------------------------------------------------------------
     @property
     def backend(self) -> Backend:
@@ -299,8 +369,7 @@ class Store:
         if self.conn is not None:
             self.conn.close()
         if self._lock is not None:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
+            os.close(self._lock)  # releases the flock
             self._lock = None
 
     def __enter__(self) -> Store:
@@ -308,6 +377,26 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _lock_folder(path: Path) -> int:
+    """An exclusive flock on the index folder, held until the descriptor is closed."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RadsearchError(f"{path}: another radsearch run is writing to this index") from None
+    return fd
+
+
+def _refuse_read_only(path: Path) -> None:
+    """One line for an index this process cannot write (a read-only mount or permissions)."""
+    targets = [path] + [p for p in (path / CATALOG_FILE,) if p.exists()]
+    if all(os.access(target, os.W_OK) for target in targets):
+        return
+    raise RadsearchError(f"{path}: the index is read-only: searches and `show` work; "
+                         "`radsearch index` needs write access to it")
 
 
 def _recorded_spec(conn: sqlite3.Connection) -> BackendSpec | None:

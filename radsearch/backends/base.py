@@ -122,6 +122,21 @@ def integer_terms(payload: Mapping) -> list[tuple[str, int]]:
     return [(field, int(payload[field])) for field in INTEGER_FIELDS if payload.get(field) is not None]
 
 
+@dataclass(frozen=True)
+class StoreView:
+    """What an embedded store holds, read from its files without opening it (no lock taken):
+    its record's instance id, the number of the last catalog sync it completed, and its
+    collections' point counts (None: present, not counted without opening it)."""
+
+    instance: str | None
+    generation: int | None
+    counts: Mapping[str, int | None]
+
+
+class StoreDamagedError(RadsearchError):
+    """A store's files cannot be read (cut short, overwritten): rebuilt from the catalog."""
+
+
 class Backend(ABC):
     """A vector store. Searching a collection that does not exist finds nothing.
 
@@ -169,6 +184,11 @@ class Backend(ABC):
     @abstractmethod
     def initialise(self, record: dict) -> dict:
         """Keep ``record`` unless the store already has one; return the record that is kept."""
+
+    def set_generation(self, value: int) -> None:
+        """Record that the catalog's sync number ``value`` completed, so that a later look can
+        tell this store from an older copy put back. A store that several catalogs write (a
+        Qdrant cluster) keeps none: this default does nothing."""
 
     @abstractmethod
     def persist(self) -> None:

@@ -4,12 +4,18 @@ Layout::
 
     DIR/COLLECTION/        one Edge shard per collection (segments, WAL, HNSW, payload indexes)
     DIR/radsearch.json     the store's record (model, salt, instance)
+    DIR/sync.json          the number of the last catalog sync the store completed
     DIR/edge.lock          held by the one process that has the shards open
 
 Each collection has one named vector, HNSW (built by ``persist``) and payload indexes on every
 filter field; filtered searches use ACORN so that a selective filter still returns k hits. An Edge
 shard admits one process at a time, so this store is opened briefly: searches wait for an index
 run's final write (``lock_timeout`` seconds, default 120) rather than fail.
+
+Edge maps its segment and WAL files into memory; they are sparse, and a page written (even by
+loading a shard) past a full disk kills the process with SIGBUS, with no message. So before a
+shard is opened, and before each write, the disk must have room for every hole of the store's
+files plus what the write adds (``diskspace.require_free``), else one line says so.
 """
 
 from __future__ import annotations
@@ -32,7 +38,10 @@ from radsearch.backends.base import (
     Point,
     PointFilter,
     Record,
+    StoreDamagedError,
+    StoreView,
 )
+from radsearch.diskspace import require_free, sparse_bytes
 from radsearch.errors import RadsearchError
 
 try:
@@ -43,8 +52,15 @@ except ImportError:
     ) from None
 
 RECORD_FILE = "radsearch.json"
+SYNC_FILE = "sync.json"
 LOCK_FILE = "edge.lock"
 _BATCH = 512
+# Room kept free beyond a store's holes; a new collection's files declare about 180 MB (WAL,
+# vector chunks, payload pages, payload indexes) and a point costs its vector and payload in
+# the WAL, the segment and the HNSW graph (a generous 4 copies).
+_SPARE_BYTES = 16 << 20
+_NEW_COLLECTION_BYTES = 192 << 20
+_POINT_COPIES = 4
 
 
 class QdrantEdgeBackend(Backend):
@@ -80,8 +96,14 @@ class QdrantEdgeBackend(Backend):
             path = self.directory / name
             if self._lock is None or not (path / "edge_config.json").exists():
                 return None
+            self._require_room(0, "opening the qdrant-edge store")
             self._shards[name] = qe.EdgeShard.load(str(path))
         return self._shards[name]
+
+    def _require_room(self, adding: int, what: str) -> None:
+        """Refuse a write (or a load, which writes too) that could meet a full disk in a mapped
+        page: the holes of the store's files and ``adding`` bytes must fit."""
+        require_free(self.directory, sparse_bytes(self.directory) + adding + _SPARE_BYTES, what)
 
     def create_collection(self, name: str, dim: int) -> None:
         shard = self._shard(name)
@@ -91,6 +113,7 @@ class QdrantEdgeBackend(Backend):
                 raise RadsearchError(
                     f"{self.directory / name}: holds no {dim}-d vector {self.vector_name!r}")
             return
+        self._require_room(_NEW_COLLECTION_BYTES, f"creating collection {name} in qdrant-edge")
         memory = qe.Memory.Cold if self.on_disk else qe.Memory.Cached
         config = qe.EdgeConfig(
             vectors={self.vector_name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Dot,
@@ -110,6 +133,8 @@ class QdrantEdgeBackend(Backend):
         shard = self._require(collection)
         for start in range(0, len(points), _BATCH):
             batch = points[start : start + _BATCH]
+            size = sum(np.asarray(p.vector).size * 4 + len(json.dumps(p.payload)) for p in batch)
+            self._require_room(size * _POINT_COPIES, f"writing {len(batch)} points to qdrant-edge")
             shard.update(qe.UpdateOperation.upsert_points([
                 qe.Point(p.id, {self.vector_name: np.asarray(p.vector, dtype=np.float32).tolist()},
                          p.payload)
@@ -175,17 +200,18 @@ class QdrantEdgeBackend(Backend):
         existing = self.metadata()
         if existing is not None:
             return existing
-        path = self.directory / RECORD_FILE
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(record, sort_keys=True))
-        os.replace(tmp, path)
+        _write_json(self.directory / RECORD_FILE, record)
         return record
+
+    def set_generation(self, value: int) -> None:
+        _write_json(self.directory / SYNC_FILE, {"generation": value})
 
     def persist(self) -> None:
         """Build HNSW for what was added, then flush segments to disk."""
         if self.read_only:
             return
         for shard in self._shards.values():
+            self._require_room(0, "optimising the qdrant-edge store")
             shard.optimize()
             shard.flush()
 
@@ -197,6 +223,37 @@ class QdrantEdgeBackend(Backend):
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
             self._lock = None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Atomically: a reader sees the old file or the new one; a failed write leaves no .tmp."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(data, sort_keys=True))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def inspect_store(directory: Path, *, thorough: bool = False) -> StoreView | None:
+    """The store at ``directory`` as its files show it, without loading a shard or taking its
+    lock (None: there is none); collections are present or not, not counted. ``thorough`` is
+    accepted for the other stores' sake: a shard is verified by loading it."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    try:
+        record = json.loads((directory / RECORD_FILE).read_text()) \
+            if (directory / RECORD_FILE).exists() else {}
+        sync = json.loads((directory / SYNC_FILE).read_text()) \
+            if (directory / SYNC_FILE).exists() else {}
+    except (OSError, ValueError) as error:
+        raise StoreDamagedError(f"{directory} is damaged ({error})") from None
+    counts: dict[str, int | None] = {
+        path.parent.name: None for path in directory.glob("*/edge_config.json")}
+    generation = sync.get("generation")
+    return StoreView(record.get("instance"), int(generation) if generation else None, counts)
 
 
 def to_edge_filter(filter: PointFilter | None) -> qe.Filter | None:

@@ -28,6 +28,8 @@ from radsearch.backends.base import (
     Point,
     PointFilter,
     Record,
+    StoreDamagedError,
+    StoreView,
     integer_terms,
     keyword_terms,
 )
@@ -43,6 +45,7 @@ from radsearch.backends.faiss_index import (
     resolve_device,
     training_sample,
 )
+from radsearch.catalog import connect_read_only, quick_check
 from radsearch.errors import RadsearchError
 
 POINTS_FILE = "points.sqlite"
@@ -99,8 +102,7 @@ class FaissBackend(Backend):
         self._info: dict[str, tuple[int, IndexChoice]] = {}
         path = self.directory / POINTS_FILE
         if read_only:
-            self.conn = (sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0,
-                                         isolation_level=None) if path.exists() else None)
+            self.conn = connect_read_only(path) if path.exists() else None
         else:
             self.directory.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
@@ -441,6 +443,11 @@ class FaissBackend(Backend):
                          (json.dumps(record, sort_keys=True),))
         return self.metadata() or record
 
+    def set_generation(self, value: int) -> None:
+        with self._write() as conn:
+            conn.execute("INSERT INTO meta(key, value) VALUES ('generation', ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(value),))
+
     def persist(self) -> None:
         """Re-choose each changed collection's index for its size, rebuild if needed, save it."""
         if self.read_only:
@@ -489,6 +496,32 @@ class FaissBackend(Backend):
             self.conn.close()
             self.conn = None
         self._indexes.clear()
+
+
+def inspect_store(directory: Path, *, thorough: bool = False) -> StoreView | None:
+    """The store at ``directory`` as its points.sqlite records it (None: there is none);
+    ``thorough`` also runs SQLite's quick_check over every page. Raises StoreDamagedError."""
+    path = Path(directory) / POINTS_FILE
+    if not path.exists():
+        return None
+    try:
+        conn = connect_read_only(path)
+        try:
+            if thorough:
+                problem = quick_check(conn)
+                if problem is not None:
+                    raise StoreDamagedError(f"{path} is damaged ({problem})")
+            meta = dict(conn.execute("SELECT key, value FROM meta"))
+            counts = dict(conn.execute(
+                "SELECT c.name, (SELECT COUNT(*) FROM points AS p WHERE p.collection = c.name) "
+                "FROM collections AS c"))
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as error:
+        raise StoreDamagedError(f"{path} is damaged ({error})") from None
+    record = json.loads(meta["record"]) if "record" in meta else {}
+    generation = meta.get("generation")
+    return StoreView(record.get("instance"), int(generation) if generation else None, counts)
 
 
 _loads = json.JSONDecoder().decode

@@ -65,7 +65,40 @@ def sync(conn: sqlite3.Connection, backend: Backend, dim: int,
     """Send what the catalog has and the back end lacks, delete what it no longer has, persist."""
     counts = {name: sync_collection(conn, backend, name, dim, batch) for name in collections}
     backend.persist()
+    _advance_generation(conn, backend)
     return counts
+
+
+GENERATION_KEY = "backend.generation"
+
+
+def generation(conn: sqlite3.Connection) -> int | None:
+    """The number of the last sync that completed (None before the first)."""
+    value = catalog.get_meta(conn).get(GENERATION_KEY)
+    return int(value) if value else None
+
+
+def _advance_generation(conn: sqlite3.Connection, backend: Backend) -> None:
+    """Number the sync that just completed, in the store first, then in the catalog: a store
+    one ahead of its catalog (a kill between the two) is still in step; one behind is an older
+    copy of the store."""
+    value = (generation(conn) or 0) + 1
+    backend.set_generation(value)
+    with catalog.transaction(conn):
+        catalog.set_meta(conn, {GENERATION_KEY: str(value)})
+
+
+def ledger_counts(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+    """Per collection, (points the store acknowledged, points it may hold): a store in step with
+    the catalog holds between the two (a run killed mid-sync leaves points sent but not marked)."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'backend_points'").fetchone():
+        return {}
+    return {
+        collection: (int(sent), int(total))
+        for collection, sent, total in conn.execute(
+            "SELECT collection, COUNT(DISTINCT CASE WHEN sent THEN point_id END), "
+            "COUNT(DISTINCT point_id) FROM backend_points GROUP BY collection")
+    }
 
 
 def sync_collection(conn: sqlite3.Connection, backend: Backend, collection: str, dim: int,

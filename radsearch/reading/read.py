@@ -11,7 +11,14 @@ from radsearch.reading.dicom import read_dicom
 from radsearch.reading.nifti import nifti_name, not_nifti_reason, read_nifti
 from radsearch.reading.prepare import CtWindow
 from radsearch.reading.raster import read_raster
-from radsearch.reading.types import ReadError, ReadResult, SkipFile, os_reason, printable
+from radsearch.reading.types import (
+    ReadError,
+    ReadResult,
+    SkipFile,
+    os_reason,
+    printable,
+    special_file_reason,
+)
 
 
 def read_file(
@@ -35,6 +42,9 @@ def read_file(
         raise ValueError("image_size, max_frames and max_pixels must be positive")
     path = Path(path)
     try:
+        special = special_file_reason(os.stat(path).st_mode)
+        if special is not None:
+            raise ReadError(special)
         kind = detect_kind(path)
         if kind is None:
             if path.is_dir():

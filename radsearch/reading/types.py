@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -81,6 +82,19 @@ def printable(text: str, limit: int = 400) -> str:
     from the file (a modality, a UID), and a damaged file's values may hold any byte."""
     text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "named pipe"), (stat.S_ISSOCK, "socket"),
+                  (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+
+
+def special_file_reason(mode: int) -> str | None:
+    """Why a file of this ``st_mode`` is not read (None for a regular file or a folder): opening a
+    named pipe or a device would wait for a writer, or read without end."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = next((name for test, name in _SPECIAL_KINDS if test(mode)), "special file")
+    return f"not a regular file ({kind})"
 
 
 def os_reason(error: OSError) -> str:
