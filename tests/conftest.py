@@ -16,10 +16,15 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One derived-data cache (the exported text graph) for the whole run, never the user's."""
+    """One derived-data cache (the exported text graph) and one folder of index hash keys for
+    the whole run, never the user's."""
     cache = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RADSEARCH_CACHE", str(cache))
+        # Hash keys of indexes made by module-wide fixtures must outlive each test's own HOME.
+        patch.setenv("RADSEARCH_KEY_DIR", str(tmp_path_factory.mktemp("keys")))
+        patch.delenv("RADSEARCH_KEY", raising=False)
+        patch.delenv("RADSEARCH_KEY_FILE", raising=False)
         patch.delenv("RADSEARCH_TEXT_RUNTIME", raising=False)
         yield cache
 

@@ -230,6 +230,10 @@ class QdrantBackend(Backend):
             pass  # created meanwhile by another machine
         return self.metadata() or record
 
+    def update_record(self, changes: dict) -> None:
+        """Collection metadata is merged, so a removed key is kept as null (read as absent)."""
+        self._retry(lambda: self.client.update_collection(self._name("meta"), metadata=changes))
+
     def persist(self) -> None:
         """Nothing to do: every write waited for the cluster's acknowledgement."""
 
