@@ -71,9 +71,14 @@ def split_image_ref(ref: str) -> tuple[str, int]:
 
 
 def frame_values(path: str | Path, frame: int = 0) -> FrameValues | None:
-    """Frame ``frame`` of a DICOM file in its original values, decoding that frame only; None for a
-    file that is not grayscale DICOM (PNG/JPEG, colour): show its :func:`image_preview` instead.
-    One-line ``RadsearchError`` if unreadable."""
+    """Frame ``frame`` of a DICOM file in its original values, decoding that frame only (or slice
+    ``frame`` of a NIfTI volume, scaled); None for a file that is neither grayscale DICOM nor
+    NIfTI (PNG/JPEG, colour): show its :func:`image_preview` instead. One-line ``RadsearchError``
+    if unreadable."""
+    from radsearch.reading import detect_kind
+
+    if detect_kind(Path(path)) == "nifti":
+        return _nifti_frame_values(Path(path), frame)
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -98,9 +103,7 @@ def frame_values(path: str | Path, frame: int = 0) -> FrameValues | None:
     center = as_float(first(ds.get("WindowCenter")))
     width = as_float(first(ds.get("WindowWidth")))
     if center is None or width is None or width <= 0:
-        finite = values[np.isfinite(values)]
-        low, high = (np.percentile(finite, (0.5, 99.5)) if finite.size else (0.0, 1.0))
-        center, width = float(low + high) / 2.0, max(float(high - low), 1.0)
+        center, width = _percentile_window(values)
     facts = {}
     for keyword, name in FACT_ATTRIBUTES:
         value = ds.get(keyword)
@@ -108,6 +111,27 @@ def frame_values(path: str | Path, frame: int = 0) -> FrameValues | None:
             facts[name] = " x ".join(str(v) for v in value) if keyword == "PixelSpacing" \
                 and isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else str(value)
     return FrameValues(values, center, width, photometric == "MONOCHROME1", position, facts)
+
+
+def _nifti_frame_values(path: Path, frame: int) -> FrameValues | None:
+    """A NIfTI slice as read for the index, in its scaled values (NIfTI has no display window)."""
+    from radsearch.reading.nifti import nifti_slice_values
+
+    try:
+        found = nifti_slice_values(path, frame)
+    except ReadError as error:
+        raise RadsearchError(f"{path}: {error}") from None
+    if found is None:  # RGB
+        return None
+    values, position = found
+    return FrameValues(values, *_percentile_window(values), False, position)
+
+
+def _percentile_window(values: np.ndarray) -> tuple[float, float]:
+    """(centre, width) over the 0.5-99.5 % percentiles of the finite values."""
+    finite = values[np.isfinite(values)]
+    low, high = (np.percentile(finite, (0.5, 99.5)) if finite.size else (0.0, 1.0))
+    return float(low + high) / 2.0, max(float(high - low), 1.0)
 
 
 def apply_window(values: np.ndarray, center: float, width: float, *, invert: bool = False) -> np.ndarray:

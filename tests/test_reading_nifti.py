@@ -16,6 +16,7 @@ import pytest
 from nifti_helpers import ORIENTATIONS, VOXEL_ORDERS, dicom_series, nifti_from_dicom
 from reading_helpers import read
 
+from radsearch.previews import frame_values
 from radsearch.reading import CT_WINDOWS, ReadError, detect_kind
 
 
@@ -82,6 +83,20 @@ def test_a_volume_in_hounsfield_units_is_ct_without_a_sidecar(tmp_path: Path) ->
     assert read(tmp_path / "mr.nii").metadata["modality"] is None
     assert read(tmp_path / "mr.nii", ct_windows=CT_WINDOWS).frames[0].pixels.shape == (224, 224)
     assert read(tmp_path / "labelled.nii").metadata["modality"] == "MR"  # the sidecar decides
+
+
+@pytest.mark.parametrize("plane", sorted(ORIENTATIONS))
+def test_a_viewer_gets_each_slice_in_hounsfield_units(tmp_path: Path, plane: str) -> None:
+    series = dicom_series(tmp_path, plane)
+    volume = nifti_from_dicom(series, tmp_path / "ct.nii.gz", ("I", "P", "R"))
+    by_position = {round(frame.slice_position, 2): frame.frame_index
+                   for frame in read(volume, image_size=8).frames}
+    for path in series:
+        dicom = frame_values(path)
+        nifti = frame_values(volume, by_position[round(dicom.position, 2)])
+        assert nifti.position == pytest.approx(dicom.position, abs=1e-3)
+        np.testing.assert_array_equal(nifti.values, dicom.values)  # the same HU, the same way up
+    assert frame_values(volume, 0).invert is False
 
 
 def test_4d_reads_the_first_volume(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -96,12 +97,35 @@ def read_nifti(
     ct_windows: Sequence[CtWindow] = (),
 ) -> ReadResult:
     """The first volume of a NIfTI file as model-ready slices; ReadError with one line if bad."""
-    # A damaged header's numbers may overflow on the way (scaling, affine): NaN/inf, not warnings.
+    with _one_line_errors():
+        return _read(Path(path), image_size=image_size, max_frames=max_frames,
+                     max_pixels=max_pixels, ct_windows=ct_windows)
+
+
+def nifti_slice_values(path: Path, index: int, *, max_pixels: int = 2**28
+                       ) -> tuple[np.ndarray, float | None] | None:
+    """Slice ``index`` (a frame index of :func:`read_nifti`) as shown, in its real values
+    (scl_slope/scl_inter applied: Hounsfield units for CT; float32, NaN where not finite), and its
+    position along the slice normal; None for an RGB volume. ReadError with one line if bad."""
+    with _one_line_errors():
+        volume = _load(Path(path), max_pixels)
+        if volume.rgb:
+            return None
+        if not 0 <= index < volume.shape[volume.layout.slice_axis]:
+            raise ReadError(f"no slice {index}: the volume has "
+                            f"{volume.shape[volume.layout.slice_axis]}")
+        values = _scaled(volume.layout.image(volume.voxels, index), volume.slope, volume.inter)
+        return values, volume.layout.position(volume.shape, index)
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Whatever goes wrong reading a file becomes a one-line ReadError. A damaged header's numbers
+    may overflow on the way (scaling, affine): NaN or inf, not warnings."""
     with _quiet_nibabel(), np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return _read(Path(path), image_size=image_size, max_frames=max_frames,
-                         max_pixels=max_pixels, ct_windows=ct_windows)
+            yield
         except ReadError:
             raise
         except MemoryError:
@@ -112,36 +136,53 @@ def read_nifti(
             raise ReadError(f"cannot read NIfTI: {short_reason(e)}") from e
 
 
+@dataclass
+class _Volume:
+    voxels: np.ndarray  # the first volume's stored values, (x, y, z)
+    shape: tuple[int, int, int]
+    layout: SliceLayout
+    slope: float | None
+    inter: float | None
+    rgb: bool
+    n_volumes: int
+
+
+def _load(path: Path, max_pixels: int) -> _Volume:
+    header = _header(path)
+    shape, dtype, samples, n_volumes = _checked_image(header, max_pixels)
+    data_path, offset = _data_location(path, header)
+    voxels = _read_volume(data_path, offset, shape, dtype, to_end=n_volumes == 1)
+    layout = slice_layout(_affine(header), shape, header.get_dim_info()[2])
+    slope, inter = header.get_slope_inter() if samples == 1 else (None, None)
+    return _Volume(voxels, shape, layout, slope, inter, samples > 1, n_volumes)
+
+
 def _read(
     path: Path, *, image_size: int, max_frames: int, max_pixels: int,
     ct_windows: Sequence[CtWindow],
 ) -> ReadResult:
-    header = _header(path)
-    shape, dtype, samples, n_volumes = _checked_image(header, max_pixels)
-    data_path, offset = _data_location(path, header)
-    volume = _read_volume(data_path, offset, shape, dtype, to_end=n_volumes == 1)
-    layout = slice_layout(_affine(header), shape, header.get_dim_info()[2])
+    volume = _load(path, max_pixels)
+    layout, slope, inter = volume.layout, volume.slope, volume.inter
     sidecar = _sidecar(path)
-    slope, inter = header.get_slope_inter() if samples == 1 else (None, None)
-    modality = (_modality(sidecar, volume, slope, inter) if samples == 1
-                else _text(sidecar.get("Modality")))
+    modality = (_text(sidecar.get("Modality")) if volume.rgb
+                else _modality(sidecar, volume.voxels, slope, inter))
 
     warnings_: list[str] = []
-    if n_volumes > 1:
-        warnings_.append(f"4D: read the first of {n_volumes} volumes")
-    n_slices = shape[layout.slice_axis]
+    if volume.n_volumes > 1:
+        warnings_.append(f"4D: read the first of {volume.n_volumes} volumes")
+    n_slices = volume.shape[layout.slice_axis]
     indices = list(range(n_slices))
     if n_slices > max_frames:
         indices = np.linspace(0, n_slices - 1, max_frames).round().astype(int).tolist()
         warnings_.append(f"sampled {max_frames} of {n_slices} slices evenly")
     as_ct = bool(ct_windows) and modality == "CT"
     frames = [
-        ImageFrame(index, _model_pixels(layout.image(volume, index), slope, inter, image_size,
-                                        ct_windows if as_ct else ()),
-                   layout.position(shape, index), None)
+        ImageFrame(index, _model_pixels(layout.image(volume.voxels, index), slope, inter,
+                                        image_size, ct_windows if as_ct else ()),
+                   layout.position(volume.shape, index), None)
         for index in indices
     ]
-    rows, columns = layout.image(volume, 0).shape
+    rows, columns = layout.image(volume.voxels, 0).shape
     metadata = empty_metadata()
     metadata.update(
         modality=modality, body_part=_text(sidecar.get("BodyPartExamined")),
