@@ -6,7 +6,8 @@ Every text is first reduced to its sentences (``text.report_body``) and normalis
 Java; reported as unavailable, with the reason, without it), ROUGE-L and CIDEr-D (document
 frequencies from the references scored). ``finding_F1`` compares the findings the extractor reads
 as positive in the draft and in the reference: micro over every (report, finding) pair, macro as the
-mean F1 of the findings positive in at least one reference.
+mean F1 of the findings positive in at least one reference. ``No Finding`` is left out: it is the
+absence of the 14 chest observations, which in a CT or MR report says nothing about the study.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 
 from radsearch.drafting.findings import positive_findings
 from radsearch.drafting.text import normalise, report_body
+from radsearch.drafting.vocabulary import NO_FINDING
 from radsearch.errors import RadsearchError
 
 METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
@@ -73,7 +75,8 @@ def finding_f1(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
     """``{"micro", "macro", "per_finding": {name: F1}}`` over positive findings."""
     counts: dict[str, list[int]] = {}  # finding -> [true positives, predicted, true]
     for hypothesis, reference in zip(hypotheses, references, strict=True):
-        predicted, true = positive_findings(hypothesis), positive_findings(reference)
+        predicted = positive_findings(hypothesis) - {NO_FINDING}
+        true = positive_findings(reference) - {NO_FINDING}
         for name in predicted | true:
             c = counts.setdefault(name, [0, 0, 0])
             c[0] += name in predicted and name in true

@@ -1,0 +1,112 @@
+"""Choose the retrieval drafter's settings on tuning data only (never a reported split).
+
+    python benchmarks/tune_report_drafter.py [--manifests DIR] [--work DIR]
+
+Tuning sets: medpix2 dev drafted from medpix2 train; covid_cxr train split again by patient (a
+quarter of its patients drafted from the other three quarters; covid_cxr dev is what is reported).
+Each row's image is embedded and its neighbours found once; every setting on the grid then
+composes drafts from those neighbours, scored by ROUGE-L and finding F1 (micro). Prints the grid's
+best settings by the mean of the two scores over both tuning sets, and each set's best.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import itertools
+import sys
+from pathlib import Path
+
+from radsearch.drafting.compose import DraftSession
+from radsearch.drafting.metrics import finding_f1
+from radsearch.drafting.neighbours import Exclusions
+from radsearch.drafting.retrieval_drafter import RetrievalDrafter, RetrievalSettings
+from radsearch.drafting.text import normalise, report_body
+from radsearch.encoders import DEFAULT_MODEL
+from radsearch.query_embedding import embed_file
+from radsearch.store import Store
+from radsearch.training.build_manifests import build_manifests
+from radsearch.training.report_eval import build_corpus_index, report_task
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = {
+    "k": (5, 10),
+    "temperature": (0.02, 0.05, 0.2),
+    "agreement": (0.0, 1.0, 3.0),
+    "image": (0.0, 1.0),
+    "length": (0.7, 1.0),
+}
+
+
+def covid_tuning_manifest(covid: Path, out: Path) -> Path:
+    """covid_cxr's train rows, a quarter of their patients marked ``tune`` (a stable hash)."""
+    with open(covid, newline="", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["split"] == "train"]
+    for r in rows:
+        bucket = int(hashlib.sha256(f"tune/{r['group']}".encode()).hexdigest(), 16) % 4
+        r["split"] = "tune" if bucket == 0 else "train"
+        r["image_path"] = str((covid.parent / r["image_path"]).resolve())
+    with open(out, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+def rouge_l(drafts: list[str], references: list[str]) -> float:
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    gts = {i: [normalise(report_body(r))] for i, r in enumerate(references)}
+    res = {i: [normalise(report_body(d)) or "empty"] for i, d in enumerate(drafts)}
+    return float(Rouge().compute_score(gts, res)[0])
+
+
+def neighbours_of(task, work: Path) -> tuple[DraftSession, list, list[str]]:
+    index = build_corpus_index(task.corpus, work, DEFAULT_MODEL, log=lambda m: print(m, file=sys.stderr))
+    store = Store.open_for_reading(index)
+    session = DraftSession(store)
+    found = []
+    for pair in task.evaluated:
+        vector, _ = embed_file(pair.image, session.encoder, store.salt, ct_windows=store.ct_windows)
+        found.append((vector, session.finder.find(vector, max(GRID["k"]), Exclusions())))
+    return session, found, [p.text for p in task.evaluated]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifests", type=Path, default=Path("/tmp/radsearch-manifests"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/radsearch-tune"))
+    args = parser.parse_args()
+    manifests = build_manifests(ROOT.parent / "shared" / "data", args.manifests)
+    tasks = {
+        "medpix2 dev": report_task([manifests["medpix2"]], "dev", corpus_split="train"),
+        "covid_cxr train/tune": report_task(
+            [covid_tuning_manifest(manifests["covid_cxr"], args.manifests / "covid_tune.csv")],
+            "tune", corpus_split="train"),
+    }
+    prepared = {name: neighbours_of(task, args.work / name.split()[0]) for name, task in tasks.items()}
+    names = list(GRID)
+    results = []
+    for values in itertools.product(*GRID.values()):
+        chosen = dict(zip(names, values))
+        k = chosen.pop("k")
+        drafter = RetrievalDrafter(RetrievalSettings(**chosen))
+        scores = {}
+        for name, (session, found, references) in prepared.items():
+            drafts = [" ".join(line.text for line in drafter.compose(v, n[:k], session.reports))
+                      for v, n in found]
+            scores[name] = (rouge_l(drafts, references), finding_f1(drafts, references)["micro"])
+        mean = sum(r + f for r, f in scores.values()) / (2 * len(scores))
+        results.append((mean, k, chosen, scores))
+        print(f"{mean:.4f} k={k} {chosen} " + "  ".join(
+            f"{n}: ROUGE-L {r:.4f} F1 {f:.4f}" for n, (r, f) in scores.items()), flush=True)
+    results.sort(key=lambda r: -r[0])
+    print("\nbest over both tuning sets:", results[0][:3])
+    for name in prepared:
+        best = max(results, key=lambda r: sum(r[3][name]))
+        print(f"best on {name}: k={best[1]} {best[2]} {best[3][name]}")
+
+
+if __name__ == "__main__":
+    main()
