@@ -170,24 +170,46 @@ def test_stopping_the_command_stops_its_server(signum: int, tmp_path: Path) -> N
 # -- in the browser ----------------------------------------------------------------------------
 
 
+CT_SERIES = "dicom_series/dicom_numpy_dupe_positions"  # 11 CT slices, 512x512, in ../shared/data
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where each page's screenshot goes: the test run's output folder, or
+    $RADSEARCH_UI_SCREENSHOTS (the README's pictures are taken that way)."""
+    chosen = os.environ.get("RADSEARCH_UI_SCREENSHOTS")
+    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 @pytest.fixture(scope="module", params=["faiss", "qdrant-edge"])
 def served(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """An index of the sample studies on one back end, and the explorer serving it, started from a
-    folder that holds a clone named ``radsearch`` (which must not stand in for the package)."""
+    """An index of the sample studies on one back end (on FAISS with the 11-slice CT series as well,
+    when the shared data is there), and the explorer serving it, started from a folder that holds a
+    clone named ``radsearch`` (which must not stand in for the package)."""
     if MISSING or CHROMIUM is None:
         pytest.skip("no browser")
     from radsearch.indexer import index_folder
 
+    from conftest import SHARED_DATA
+
     backend = request.param
+    corpus = tmp_path_factory.mktemp(f"ui-corpus-{backend}")
+    shutil.copytree(sample_studies_path(), corpus / "samples")
+    ct = SHARED_DATA / CT_SERIES
+    if backend == "faiss" and ct.is_dir():
+        shutil.copytree(ct, corpus / "ct")
     index = tmp_path_factory.mktemp(f"ui-{backend}") / "index"
-    index_folder(sample_studies_path(), index=index, backend=backend)
+    index_folder(corpus, index=index, backend=backend)
     home, scratch = tmp_path_factory.mktemp("ui-home"), tmp_path_factory.mktemp("ui-tmp")
     workdir = tmp_path_factory.mktemp("ui-cwd")
     (workdir / "radsearch" / "radsearch").mkdir(parents=True)  # a clone's folders, no __init__
     server, url, started = _start(["--index", str(index), "--backend", backend], workdir,
                                   {**os.environ, "HOME": str(home), "TMPDIR": str(scratch)})
     try:
-        yield {"url": url, "index": index, "backend": backend, "scratch": scratch}
+        yield {"url": url, "index": index, "backend": backend, "scratch": scratch,
+               "ct": (corpus / "ct") if (corpus / "ct").is_dir() else None}
     finally:
         server.terminate()
         try:
@@ -223,53 +245,110 @@ def _open(page, served: dict, path: str) -> None:
     page.get_by_role("heading", level=1).first.wait_for(timeout=30_000)
 
 
-def _study_headings(page, count: int) -> list[str]:
-    """The result cards' studies, once ``count`` of them are on the page (they render one by one)."""
+def _shot(page, screenshots: Path, served: dict, name: str) -> None:
+    page.wait_for_timeout(300)  # the last element's paint
+    page.screenshot(path=str(screenshots / f"{name}-{served['backend']}.png"), full_page=True)
+
+
+def _cards(page, key: str, count: int) -> list:
+    """The result cards, once ``count`` of them are on the page (they render one by one)."""
     from playwright.sync_api import expect
 
-    expect(page.locator("h3")).to_have_count(count, timeout=LOAD_S * 1000)
-    headings = page.locator("h3").all_inner_texts()
-    return [h.split(". ", 1)[1].strip() for h in headings if ". " in h]
+    cards = page.locator(f"[class*='st-key-{key}-card-']")
+    expect(cards).to_have_count(count, timeout=LOAD_S * 1000)
+    return cards.all()
+
+
+def _card_studies(page, key: str, count: int) -> list[str]:
+    """The studies the cards open, in order (from their title links), once the page has settled."""
+    from urllib.parse import parse_qs, urlparse
+
+    _settled(page)
+    studies = []
+    for card in _cards(page, key, count):
+        href = card.locator("a.study-link").get_attribute("href")
+        studies.append(parse_qs(urlparse(href).query)["study"][0])
+    return studies
+
+
+def _settled(page) -> None:
+    """The app's run has ended: no element of the previous run is still shown."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid^=stStatusWidgetRunning]')"
+        " && !document.querySelector('[data-stale=true]')", timeout=LOAD_S * 1000)
+
+
+def _wait_for_pictures(page, count: int) -> None:
+    """``count`` pictures arrive and decode (a broken one never gets a natural width)."""
+    page.wait_for_function(
+        "n => { const shown = Array.from(document.images).filter(i => i.src.includes('media'));"
+        " return shown.length >= n && shown.every(i => i.complete && i.naturalWidth > 0); }",
+        arg=count, timeout=30_000)
 
 
 @needs_browser
-def test_text_search_shows_the_api_results_with_pictures(page, served: dict) -> None:
+def test_text_search_shows_the_api_results_as_a_grid(page, served: dict, screenshots: Path) -> None:
     expected = radsearch.search(QUERY, index=served["index"], k=5, backend=served["backend"])
-    _open(page, served, "")
+    _open(page, served, "search")
     page.get_by_label("Find studies showing", exact=True).fill(QUERY)
     page.get_by_label("Studies", exact=True).fill("5")
     page.get_by_role("button", name="Search").click()
-    assert _study_headings(page, len(expected.hits)) == [hit.study for hit in expected.hits]
-    # Every card's pictures arrive and decode (a broken one never gets a natural width).
-    pictures = sum(len(hit.images) for hit in expected.hits)
-    assert pictures > 0
-    page.wait_for_function(
-        "n => { const shown = Array.from(document.images).filter(i => i.src.includes('media'));"
-        " return shown.length === n && shown.every(i => i.complete && i.naturalWidth > 0); }",
-        arg=pictures, timeout=30_000)
+    assert _card_studies(page, "search", len(expected.hits)) == [h.study for h in expected.hits]
+    cards = _cards(page, "search", len(expected.hits))
+    tops = [card.bounding_box()["y"] for card in cards]
+    assert tops[0] == tops[1] == tops[2], "several studies to a row"
+    for card, hit in zip(cards, expected.hits):
+        title = card.locator("a.study-link").inner_text()
+        assert hit.study not in title and "/" not in title  # never a key, hash or file name
+        assert f"score {hit.score:.3f}" in card.inner_text()
+    _wait_for_pictures(page, len(expected.hits))
+    assert "q=pleural+effusion" in page.url  # the question is in the address
+    _shot(page, screenshots, served, "search")
 
 
 @needs_browser
-def test_report_search_and_opening_a_study(page, served: dict) -> None:
+def test_a_search_link_opens_with_its_results(page, served: dict) -> None:
     expected = radsearch.search(QUERY, index=served["index"], k=3, target="reports",
                                 backend=served["backend"])
-    _open(page, served, "")
-    page.get_by_label("Find studies showing", exact=True).fill(QUERY)
-    page.get_by_text("report sentences").click()
-    page.get_by_label("Studies", exact=True).fill("3")
-    page.get_by_role("button", name="Search").click()
-    assert _study_headings(page, len(expected.hits)) == [hit.study for hit in expected.hits]
-    best = expected.hits[0].sentences[0].text
-    page.get_by_text(best, exact=False).first.wait_for(timeout=30_000)  # fails if never shown
+    _open(page, served, "search?q=pleural+effusion&target=reports&k=3")
+    assert _card_studies(page, "search", len(expected.hits)) == [h.study for h in expected.hits]
+    page.get_by_text(expected.hits[0].sentences[0].text, exact=False).first.wait_for(timeout=30_000)
 
-    page.get_by_role("button", name="Open study").first.click()
+
+@needs_browser
+@pytest.mark.parametrize("served", ["faiss"], indirect=True)  # the same on any back end
+def test_a_click_on_a_result_opens_the_study(page, served: dict, screenshots: Path) -> None:
+    expected = radsearch.search(QUERY, index=served["index"], k=3, target="reports",
+                                backend=served["backend"])
+    _open(page, served, "search?q=pleural+effusion&target=reports&k=3")
+    _cards(page, "search", len(expected.hits))[0].locator("a.study-link").click()
     detail = radsearch.show(expected.hits[0].study, index=served["index"])
     page.get_by_text(f"study {detail.study}", exact=False).first.wait_for(timeout=30_000)
     page.get_by_text(detail.reports[0].text.splitlines()[0], exact=False).first.wait_for(timeout=30_000)
+    assert "/study?study=" in page.url
+    page.go_back()  # Back returns to the results
+    assert _card_studies(page, "search", len(expected.hits)) == [h.study for h in expected.hits]
+    _shot(page, screenshots, served, "study-report")
 
 
 @needs_browser
-def test_similar_cases_of_an_uploaded_file(page, served: dict, tmp_path: Path) -> None:
+@pytest.mark.parametrize("served", ["faiss"], indirect=True)  # the same on any back end
+def test_the_study_box_takes_every_study_typed(page, served: dict) -> None:
+    """Each study typed in turn is shown (before, every second one was ignored)."""
+    studies = [hit.study for hit in radsearch.search(QUERY, index=served["index"], k=3,
+                                                     backend=served["backend"]).hits]
+    _open(page, served, "study")
+    box = page.get_by_label("Study key, UID, accession number or file", exact=True)
+    for study in [*studies, studies[0]]:
+        box.fill(study)
+        box.press("Enter")
+        page.get_by_text(f"study {study}", exact=False).first.wait_for(timeout=30_000)
+        assert f"study={study}" in page.url.replace("%3A", ":").replace("%2F", "/")
+
+
+@needs_browser
+def test_similar_cases_of_an_uploaded_file(page, served: dict, tmp_path: Path,
+                                           screenshots: Path) -> None:
     indexed = next(p for p in sorted(sample_studies_path().rglob("*")) if p.suffix.lower() == ".jpg")
     # An upload is a new file, not the indexed one: its own study is a candidate, as for a copy.
     query = tmp_path / "upload.jpg"
@@ -279,12 +358,62 @@ def test_similar_cases_of_an_uploaded_file(page, served: dict, tmp_path: Path) -
     page.locator("input[type=file]").set_input_files(str(query))
     page.get_by_label("Studies", exact=True).fill("4")
     page.get_by_role("button", name="Find similar cases").click()
-    assert _study_headings(page, len(expected.hits)) == [hit.study for hit in expected.hits]
+    assert _card_studies(page, "similar", len(expected.hits)) == [h.study for h in expected.hits]
+    page.get_by_text("Query", exact=True).wait_for(timeout=30_000)
+    _wait_for_pictures(page, len(expected.hits) + 1)  # the query's picture too
     assert not list(served["scratch"].glob("radsearch-ui-*"))  # the uploaded image is not kept
+    _shot(page, screenshots, served, "similar")
 
 
 @needs_browser
-def test_classify_a_study_against_a_label_set(page, served: dict) -> None:
+@pytest.mark.parametrize("served", ["faiss"], indirect=True)  # the same on any back end
+def test_a_bad_upload_names_the_upload_not_the_server_folder(page, served: dict,
+                                                              tmp_path: Path) -> None:
+    bad = tmp_path / "not-an-image.png"
+    bad.write_bytes(b"this is no picture")
+    _open(page, served, "similar")
+    page.locator("input[type=file]").set_input_files(str(bad))
+    page.get_by_role("button", name="Find similar cases").click()
+    alert = page.get_by_role("alert").first
+    alert.wait_for(timeout=LOAD_S * 1000)
+    message = alert.inner_text()
+    assert "not-an-image.png" in message
+    assert "radsearch-ui-" not in message and str(served["scratch"]) not in message
+
+
+@needs_browser
+def test_two_label_queries_in_a_row(page, served: dict, screenshots: Path) -> None:
+    """The second query on a server works (radsearch.label_query once became a module), typed
+    labels win over a chosen set, and a capped list says so."""
+    first = radsearch.label_query(QUERY, min_prob=0.5, index=served["index"], backend=served["backend"])
+    second = radsearch.label_query("MRI", labels="CT, MRI, X-ray", min_prob=0.5,
+                                   index=served["index"], backend=served["backend"])
+    assert len(first.hits) > 2, "the sample index has studies enough to cap the list"
+    _open(page, served, "label")
+    page.get_by_label("Label", exact=True).fill(QUERY)
+    page.get_by_label("At most (0: every match)", exact=True).fill("2")
+    page.get_by_role("button", name="Find studies").click()
+    page.get_by_text("More than 2 studies have", exact=False).wait_for(timeout=LOAD_S * 1000)
+    assert _card_studies(page, "label", 2) == [hit.study for hit in first.hits[:2]]
+    page.get_by_text("describe chest radiographs", exact=False).wait_for(timeout=30_000)
+    _shot(page, screenshots, served, "label")
+
+    page.get_by_label("Label", exact=True).fill("MRI")
+    page.get_by_label("Labels, comma-separated", exact=True).fill("CT, MRI, X-ray")
+    page.get_by_label("or a built-in label set", exact=True).click()
+    page.get_by_role("option", name="modality").click()
+    page.get_by_label("At most (0: every match)", exact=True).fill("0")
+    page.get_by_role("button", name="Find studies").click()
+    noun = "study" if len(second.hits) == 1 else "studies"
+    page.get_by_text(f"{len(second.hits)} {noun} with p(MRI)", exact=False).wait_for(timeout=LOAD_S * 1000)
+    assert not page.get_by_role("alert").filter(has_text="error").count()
+    assert _card_studies(page, "label", len(second.hits)) == [hit.study for hit in second.hits]
+
+
+@needs_browser
+@pytest.mark.parametrize("served", ["faiss"], indirect=True)  # the same on any back end
+def test_classify_a_study_shows_a_chart_beside_its_picture(page, served: dict,
+                                                           screenshots: Path) -> None:
     study = radsearch.search(QUERY, index=served["index"], k=1, backend=served["backend"]).hits[0].study
     expected = radsearch.classify(study, label_set="modality", index=served["index"])
     _open(page, served, "classify")
@@ -292,13 +421,16 @@ def test_classify_a_study_against_a_label_set(page, served: dict) -> None:
     page.get_by_label("or a built-in label set", exact=True).click()
     page.get_by_role("option", name="modality").click()
     page.get_by_role("button", name="Classify").click()
-    page.get_by_text("most probable", exact=False).wait_for(timeout=LOAD_S * 1000)
-    page.get_by_text(f"most probable {expected.top}", exact=False).wait_for(timeout=30_000)
+    page.get_by_text(f"most probable {expected.top}", exact=False).wait_for(timeout=LOAD_S * 1000)
+    page.get_by_test_id("stVegaLiteChart").first.wait_for(timeout=30_000)  # the bar chart
+    _wait_for_pictures(page, 1)
+    _shot(page, screenshots, served, "classify")
 
 
 @needs_browser
+@pytest.mark.parametrize("served", ["faiss"], indirect=True)  # the same on any back end
 def test_a_bad_filter_is_one_clear_error(page, served: dict) -> None:
-    _open(page, served, "")
+    _open(page, served, "search")
     page.get_by_label("Find studies showing", exact=True).fill(QUERY)
     page.get_by_text("Filters").click()
     page.get_by_label("Date from", exact=True).fill("2020-13-45")
@@ -306,11 +438,11 @@ def test_a_bad_filter_is_one_clear_error(page, served: dict) -> None:
     alert = page.get_by_role("alert").first
     alert.wait_for(timeout=30_000)
     assert "2020-13-45" in alert.inner_text()
-    assert not page.locator("h3").count()
+    assert not page.locator("[class*='st-key-search-card-']").count()
 
 
 @needs_browser
-def test_index_page_counts(page, served: dict) -> None:
+def test_index_page_counts(page, served: dict, screenshots: Path) -> None:
     stats = radsearch.stats(index=served["index"])
     _open(page, served, "index")
     from playwright.sync_api import expect
@@ -322,3 +454,88 @@ def test_index_page_counts(page, served: dict) -> None:
     assert shown["studies"] == f"{stats['studies']:,}"
     assert shown["images"] == f"{stats['images']:,}"
     page.get_by_text(f"back end {stats['backend']}", exact=False).wait_for(timeout=30_000)
+    _shot(page, screenshots, served, "index")
+
+
+# -- the study viewer on a real CT series --------------------------------------------------------
+
+
+def _ct_study(served: dict) -> str:
+    if served["ct"] is None:
+        pytest.skip(f"the 11-slice CT is not in ../shared/data/{CT_SERIES}")
+    return radsearch.show(str(next(served["ct"].iterdir())), index=served["index"]).study
+
+
+def _viewed(page) -> tuple[str, bytes]:
+    """The viewer's caption and the picture's bytes, once it has loaded."""
+    picture = page.locator("[data-testid='stImage']").filter(has_text="slice").first
+    picture.locator("img").wait_for(timeout=30_000)
+    page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
+    return picture.inner_text(), picture.locator("img").screenshot()
+
+
+@needs_browser
+@pytest.mark.parametrize("served", ["faiss"], indirect=True)  # the viewer is the same on any back end
+def test_the_viewer_pages_through_every_slice_in_every_window(page, served: dict,
+                                                              screenshots: Path) -> None:
+    study = _ct_study(served)
+    detail = radsearch.show(study, index=served["index"])
+    (series,) = detail.series
+    assert len(series.images) == 11
+    _open(page, served, f"study?study={study}")
+    caption, _ = _viewed(page)
+    assert caption.startswith("slice 1 of 11")
+    slider = page.get_by_test_id("stSlider")
+    positions = []
+    for number in range(2, 12):  # the Next button, through every slice
+        page.get_by_role("button", name="Next", exact=True).click()
+        page.get_by_text(f"slice {number} of 11", exact=False).first.wait_for(timeout=30_000)
+        assert slider.get_by_test_id("stSliderThumbValue").inner_text() == str(number)
+        caption, _ = _viewed(page)
+        positions.append(caption.split("position ")[1].split(" mm")[0])
+    assert len(positions) == 10 and "slice=11" in page.url
+    page.get_by_role("button", name="Prev", exact=True).click()
+    page.get_by_text("slice 10 of 11", exact=False).first.wait_for(timeout=30_000)
+
+    pictures = {}
+    for window in ("lung", "bone", "brain"):
+        page.get_by_text(window, exact=True).click()
+        page.get_by_text(f"{window}: W", exact=False).wait_for(timeout=30_000)
+        pictures[window] = _viewed(page)[1]
+        assert f"window={window}" in page.url
+    assert len(set(pictures.values())) == 3, "each window renders other pixels"
+    table = page.get_by_test_id("stTable").inner_text()
+    assert "slice thickness" in table and "GE MEDICAL SYSTEMS" in table
+    _shot(page, screenshots, served, "viewer")
+
+
+@needs_browser
+@pytest.mark.parametrize("served", ["faiss"], indirect=True)
+def test_a_viewer_link_opens_its_slice_and_window(page, served: dict) -> None:
+    study = _ct_study(served)
+    _open(page, served, f"study?study={study}&slice=5&window=bone")
+    caption, _ = _viewed(page)
+    assert caption.startswith("slice 5 of 11") and "W 2000 L 500" in caption
+    assert page.get_by_role("radio", name="bone").is_checked()
+
+
+def test_a_result_title_is_never_a_key() -> None:
+    from radsearch.ui.results import study_title
+
+    assert study_title("CT CHEST W/O", "Findings: clear.", ["CT"], [], None) == "CT CHEST W/O"
+    report = "EXAMINATION: Chest X-ray. FINDINGS: A right-sided pleural effusion."
+    assert study_title(None, report, [], [], None) == "Chest X-ray. FINDINGS: A right-sided pleural ..."
+    assert study_title(None, None, ["MR"], ["HEAD"], "2020-01-02") == "MR HEAD, 2020-01-02"
+    assert study_title("  ", None, [], [], None) == "Study"
+
+
+def test_windows_apply_to_original_values() -> None:
+    import numpy as np
+
+    from radsearch.previews import apply_window
+
+    hounsfield = np.array([[-1000.0, -600.0, 40.0, 400.0, np.nan]], dtype=np.float32)
+    lung = apply_window(hounsfield, -600.0, 1500.0)
+    assert lung.tolist() == [[59, 127, 236, 255, 0]]  # W1500 L-600: -1350 .. 150 HU
+    inverted = apply_window(hounsfield, 40.0, 400.0, invert=True)
+    assert inverted[0, 0] == 255 and inverted[0, 3] == 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from radsearch.ui.common import PAGES
 from radsearch.ui.pages import (
     classify_page,
     empty_index_notice,
@@ -21,14 +20,14 @@ from radsearch.ui.pages import (
 from radsearch.ui.viewer import study_page
 
 st.set_page_config(page_title="radsearch", layout="wide")
-PAGES.update({
+PAGES = {
     "search": st.Page(search_page, title="Text search", url_path="search"),
     "similar": st.Page(similar_page, title="Similar cases", url_path="similar"),
     "label": st.Page(label_page, title="Studies with a finding", url_path="label"),
     "classify": st.Page(classify_page, title="Classify", url_path="classify"),
     "study": st.Page(study_page, title="Study", url_path="study"),
     "index": st.Page(index_page, title="Index", url_path="index"),
-})
+}
 # "/" shows text search too; every page, text search included, also has its own path.
 home = st.Page(lambda: search_page(), title="radsearch", url_path="", default=True)
 navigation = st.navigation([home, *PAGES.values()], position="hidden")

@@ -1,13 +1,12 @@
 """What every page of the explorer shares: its settings, one-line errors, cached pictures, links.
 
-Text read from the files (descriptions, reports, paths) is shown with ``st.text``, in tables or as
-escaped link labels, never as Markdown, so a report cannot restyle the page.
+Text read from the files (descriptions, reports, paths) is shown with ``st.text``, in tables or
+HTML-escaped in a link, never as Markdown, so a report cannot restyle the page.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,8 +20,6 @@ from radsearch.previews import FrameValues, frame_values, image_preview
 from radsearch.store import default_index_path
 
 T = TypeVar("T")
-PAGES: dict[str, Any] = {}  # url path -> st.Page, filled in by the app
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
 
 
 def settings() -> dict[str, Any]:
@@ -54,11 +51,6 @@ def attempt(call: Callable[[], T], *, hide: dict[str, str] | None = None) -> T |
         return None
 
 
-def escape(text: str) -> str:
-    """Text from a file, safe as a link label (labels are Markdown)."""
-    return _MARKDOWN.sub(r"\\\1", " ".join(text.split()))
-
-
 def study_url(study: str) -> str:
     """The study page's address (relative: the explorer may be served under a path)."""
     return f"study?{urlencode({'study': study})}"
@@ -70,13 +62,13 @@ def _thumbnail(path: str, frame: int, modified: float) -> Any:
     return image_preview(path, frame)
 
 
-def show_thumbnail(path: str, frame: int, caption: str | None = None, link: str | None = None) -> None:
+def show_thumbnail(path: str, frame: int, caption: str | None = None) -> None:
     try:
         picture = _thumbnail(path, frame, Path(path).stat().st_mtime)
     except (OSError, RadsearchError) as error:
         st.caption(f"no preview: {type(error).__name__ if isinstance(error, OSError) else error}")
         return
-    st.image(picture, caption=caption, use_container_width=True, link=link)
+    st.image(picture, caption=caption, use_container_width=True)
 
 
 # Decoded frames of the viewer: float32 arrays kept as they are (not copied per rerun); about

@@ -65,9 +65,9 @@ def search_page() -> None:
         text = st.text_input("Find studies showing", key="q", bind=URL,
                              placeholder="right lower lobe consolidation")
         left, right = st.columns(2)
+        # The options themselves (no format_func): the URL holds them (?target=reports).
         target = left.radio("Search", ["images", "reports"], horizontal=True, key="target",
-                            bind=URL, format_func={"images": "images (text to image)",
-                                                   "reports": "report sentences"}.get)
+                            bind=URL, captions=["text to image", "report sentences"])
         k = right.number_input("Studies", min_value=1, max_value=100, value=12, key="k", bind=URL)
         filters = filters_form()
         st.form_submit_button("Search")

@@ -3,6 +3,7 @@ study's modality, date, description and a snippet of its report."""
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,7 +13,7 @@ import streamlit as st
 
 import radsearch
 from radsearch.errors import RadsearchError
-from radsearch.ui.common import PAGES, escape, index_only, show_thumbnail, study_url
+from radsearch.ui.common import index_only, show_thumbnail, study_url
 
 CARDS_PER_ROW = 4
 TITLE_WORDS = 6
@@ -73,9 +74,11 @@ def study_card(rank: int, hit: Any, score_label: str, score: float, key: str) ->
     with st.container(border=True, key=f"{key}-card-{rank}"):
         if hit.images:
             image = hit.images[0]
-            show_thumbnail(image.path, image.frame, link=study_url(hit.study))
-        st.page_link(PAGES["study"], label=f"{rank}. {escape(title)}",
-                     query_params={"study": hit.study})
+            show_thumbnail(image.path, image.frame)
+        # A plain link (the page loads anew): Back then returns to these results. Streamlit's own
+        # page links keep the study's query on Back, and its image links open another tab.
+        st.markdown(f'<a class="study-link" href="{html.escape(study_url(hit.study))}" '
+                    f'target="_self">{rank}. {html.escape(title)}</a>', unsafe_allow_html=True)
         facts = [f"{score_label} {score:.3f}", " ".join(hit.modalities), " ".join(hit.body_parts),
                  hit.study_date or "no date"]
         st.text("  ·  ".join(fact for fact in facts if fact))
