@@ -19,7 +19,6 @@ from radsearch import remove, search, stats
 from radsearch.cli import app
 from radsearch.errors import RadsearchError
 from radsearch.indexer import index_folder
-from radsearch.retrieval import backend_spec
 from radsearch.store import Store
 from radsearch.vectors import read_vectors
 from tests.backend_params import ALL_BACKENDS
