@@ -376,11 +376,12 @@ def _short_path(path: str) -> str:
 
 
 def _study_label(key: str) -> str:
-    """Folder and file studies by their path; DICOM studies by a prefix `show` accepts."""
+    """Folder and file studies by their path; DICOM and CSV-group studies by a prefix `show`
+    accepts."""
     kind, _, rest = key.partition(":")
     if kind in ("file", "dir") and rest:
         return _short_path(rest)
-    return key[:12]
+    return key[:18] if kind == "group" else key[:12]
 
 
 @app.command()

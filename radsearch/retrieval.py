@@ -256,7 +256,8 @@ def resolve_study_id(store: Store, conn: sqlite3.Connection, ref: str) -> int | 
         row = conn.execute(sql + " LIMIT 1", (value,)).fetchone()
         if row is not None:
             return int(row[0])
-    if len(ref) >= 8 and ref.isalnum():  # a unique prefix of a DICOM study's key, as listed
+    hashed_part = ref.removeprefix("group:")  # a CSV group's study: "group:" + a salted hash
+    if len(hashed_part) >= 8 and hashed_part.isalnum():  # a unique prefix of a key, as listed
         rows = conn.execute(
             "SELECT id FROM studies WHERE substr(key, 1, ?) = ? LIMIT 2", (len(ref), ref)
         ).fetchall()

@@ -227,3 +227,22 @@ def test_the_cli_groups_by_a_named_column_and_prints_the_note(tmp_path):
     assert "note 5 PNG/JPEG image(s) grouped into 2 studies by the CSV column 'modality'" in " ".join(
         result.output.split())
     assert stats(index=tmp_path / "index")["studies"] == 2
+
+
+def test_a_group_study_is_shown_by_the_label_search_prints(tmp_path):
+    from typer.testing import CliRunner
+
+    from radsearch.cli import app
+
+    root = tmp_path / "medpix"
+    index = tmp_path / "index"
+    _index(root, index, _medpix_like(root))
+    runner = CliRunner()
+    listed = runner.invoke(app, ["search", "renal mass", "-k", "1", "--index", str(index)],
+                           terminal_width=120)
+    assert listed.exit_code == 0, listed.output
+    label = next(word for word in listed.output.split() if word.startswith("group:"))
+    assert len(label) == 18
+    shown = runner.invoke(app, ["show", label, "--index", str(index)], terminal_width=120)
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.startswith("study group:")
