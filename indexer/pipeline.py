@@ -34,6 +34,7 @@ from radsearch.indexer.report_stage import (
 from radsearch.indexer.script_guard import called_from_unguarded_script
 from radsearch.indexer.worker import ReadOutcome, ReadTask, read_one, start_worker
 from radsearch.reading import CtWindow, parse_ct_windows, stack_frames
+from radsearch.reading.field_values import safe_field_values
 from radsearch.reports import CsvReports, load_reports_csv
 from radsearch.store import Store, default_index_path
 
@@ -426,6 +427,7 @@ class _Batcher:
         summary.warnings += [f"{found.path}: {warning}" for warning in result.warnings]
         metadata = dict(result.metadata)
         study_key, series_key = self._keys(found, result, metadata)
+        metadata = safe_field_values(metadata)  # no identifier typed into a metadata field
         study_id = writer.put_study(
             conn, study_key, patient_hash=result.patient_hash,
             study_date=metadata.get("study_date"), description=metadata.get("study_description"),

@@ -14,6 +14,7 @@ from radsearch import catalog
 from radsearch.encoders import Encoder
 from radsearch.indexer import writer
 from radsearch.indexer.discover import FoundFile
+from radsearch.indexer.report_phi import deidentify_report
 from radsearch.indexer.grouping import file_study, folder_study
 from radsearch.reading import salted_hash
 from radsearch.reports import (
@@ -115,7 +116,7 @@ def index_report_files(
             if study_id is None:
                 failed.append((found, reason or "no study for this report"))
             else:
-                ready.append((found, study_id, text))
+                ready.append((found, study_id, deidentify_report(conn, study_id, text)))
         splits = [split_report(text) for _, _, text in ready]
         embedded = _embed_split(encoder, splits)
         with catalog.transaction(conn):
@@ -257,7 +258,8 @@ def apply_csv_reports(
             rows_of_study.setdefault(study_id, []).append(row)
     pending: list[tuple[int, str, str]] = []
     for study_id, rows in rows_of_study.items():
-        text = "\n\n".join(dict.fromkeys(row.text for row in rows if row.text))
+        text = deidentify_report(
+            conn, study_id, "\n\n".join(dict.fromkeys(row.text for row in rows if row.text)))
         existing = conn.execute(
             "SELECT text FROM reports WHERE study_id = ? AND source = 'csv'", (study_id,)
         ).fetchall()

@@ -11,8 +11,9 @@ so no file that could be deleted stands for it.
 
 The back end is recorded in the catalog (meta ``backend``) when an index is first written, so later
 commands use it without being told. Every store keeps its own record (model, salt, instance id):
-machines writing one Qdrant cluster adopt the salt of whichever came first, so their study keys
-agree, and a machine with no catalog of its own can search the cluster from that record alone.
+machines writing one Qdrant cluster adopt the hash key of whichever came first (the key itself is
+kept outside the index and the cluster: ``radsearch.keys``), so their study keys agree, and a
+machine with no catalog of its own can search the cluster from that record alone.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
 import sqlite3
 import uuid
 import warnings
@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from radsearch import catalog, health
+from radsearch import catalog, health, keys
 from radsearch.backends import Backend, BackendSpec, open_backend
 from radsearch.backends import sync as backend_sync
 from radsearch.backends.base import StoreDamagedError
@@ -172,8 +172,9 @@ class Store:
         with catalog.transaction(self.conn):
             meta = catalog.get_meta(self.conn)
             if "model.name" not in meta:
-                catalog.set_meta(self.conn, {**record, "salt": secrets.token_hex(16)})
+                catalog.set_meta(self.conn, {**record, **keys.create_key()})
                 return
+        self._move_key_out()
         for key in _MODEL_KEYS:
             if meta[key] != record[key]:
                 raise ModelMismatchError(
@@ -182,6 +183,18 @@ class Store:
                     f"{record['model.name']} (weights {record['model.weights_hash'][:12]}): "
                     "use another --index"
                 )
+
+    def _move_key_out(self) -> None:
+        """An index made when the hash key (its salt) was kept in the catalog: the key moves to a
+        key file and its value is overwritten in the catalog (see ``radsearch.keys``)."""
+        entries = keys.move_legacy_salt(catalog.get_meta(self.conn))
+        if entries is None:
+            return
+        self.conn.execute("PRAGMA secure_delete = ON")  # zero the old value, do not free it
+        with catalog.transaction(self.conn):
+            catalog.set_meta(self.conn, entries)
+            self.conn.execute("DELETE FROM meta WHERE key = ?", (keys.LEGACY_SALT,))
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # nor keep it in the log
 
     def _claim_ct_windows(self, requested: Sequence[CtWindow] | None) -> None:
         """Record the CT rendering of a new index; refuse another one for an index that has one
@@ -237,9 +250,10 @@ class Store:
         self.spec = spec
 
     def _bind_backend(self) -> None:
-        """Agree with the back end's record (model, salt) and tie the ledger to this store."""
+        """Agree with the back end's record (model, hash key) and tie the ledger to this store."""
         meta = self.meta
-        mine = {key: meta[key] for key in (*_MODEL_KEYS, "salt", CT_WINDOWS_KEY)}
+        mine = {key: meta[key]
+                for key in (*_MODEL_KEYS, keys.KEY_ID, keys.KEY_CHECK, CT_WINDOWS_KEY)}
         record = self.backend.initialise({**mine, "instance": str(uuid.uuid4())})
         for key in _MODEL_KEYS:
             if record.get(key) != mine[key]:
@@ -253,13 +267,7 @@ class Store:
                 f"{self.spec.describe()} renders CT as "
                 f"{describe_ct_windows(ct_windows_from_record(theirs))}, not "
                 f"{describe_ct_windows(self.ct_windows)}: use the same --ct-windows on every machine")
-        if record["salt"] != mine["salt"]:
-            if self._holds_files():
-                raise RadsearchError(
-                    f"{self.path}: this index's study keys are salted differently from "
-                    f"{self.spec.describe()}'s: index into a fresh --index directory")
-            with catalog.transaction(self.conn):
-                catalog.set_meta(self.conn, {"salt": record["salt"]})  # the store's salt wins
+        self._agree_on_key(record, mine)
         backend_sync.bind(self.conn, record["instance"])
         self._release_exclusive()
 
@@ -291,6 +299,28 @@ class Store:
             warnings.warn(f"{problem}: results may be missing or stale until `radsearch index` "
                           "or `radsearch check --repair` brings it back in step",
                           IndexOutOfStepWarning, stacklevel=3)
+
+    def _agree_on_key(self, record: dict, mine: dict[str, str]) -> None:
+        """Hash with the key of the back end's record: a store written by several machines
+        (a Qdrant cluster) has one key, that of the first; a record that still holds the key
+        itself (an older radsearch's salt) loses it to a key file."""
+        legacy = record.get(keys.LEGACY_SALT)
+        theirs = keys.check_value(legacy) if legacy else record.get(keys.KEY_CHECK)
+        if theirs != mine[keys.KEY_CHECK]:
+            if self._holds_files():
+                raise RadsearchError(
+                    f"{self.path}: this index's study keys are hashed with another key than "
+                    f"{self.spec.describe()}'s: index into a fresh --index directory")
+            entries = keys.move_legacy_salt(record) if legacy else {
+                keys.KEY_ID: record[keys.KEY_ID], keys.KEY_CHECK: record[keys.KEY_CHECK]}
+            keys.discard_key_file(self.meta)  # this new index's own key, which hashed nothing
+            with catalog.transaction(self.conn):
+                catalog.set_meta(self.conn, entries)  # the store's key wins
+            mine = {**mine, **entries}
+            keys.hash_key(self.meta, self.spec.describe())  # here, or one line saying to copy it
+        if legacy:
+            self.backend.update_record({keys.LEGACY_SALT: None, keys.KEY_ID: mine[keys.KEY_ID],
+                                        keys.KEY_CHECK: mine[keys.KEY_CHECK]})
 
     # -- the back end -------------------------------------------------------------------------
     @property
@@ -327,7 +357,10 @@ class Store:
 
     @property
     def salt(self) -> str:
-        return self.meta["salt"]
+        """The secret that keys this index's identifier hashes, read from outside the index
+        (``radsearch.keys``); raises HashKeyError, in one line, when it is not on this machine."""
+        return keys.hash_key(self.meta, str(self.path) if self.conn is not None
+                             else self.spec.describe())
 
     @property
     def model_name(self) -> str:

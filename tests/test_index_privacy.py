@@ -1,13 +1,18 @@
-"""No patient-identifying DICOM value reaches the index, its back end, the logs or any output.
+"""No patient-identifying value reaches the index, its back end, the logs or any output.
 
 Unique values are planted in real DICOM files (pydicom's CT_small, MR_small and test-SR): in every
 attribute of the DICOM PS3.15 Basic Application Level Confidentiality Profile that they carry and
 in more that the profile lists (names, IDs, dates, times, UIDs, addresses, comments, institution,
-operators, device serial, ...), also inside sequences and inside the free text radsearch keeps
-(study and series descriptions, the report's text). Each back end indexes them; then every file
-of the index folder and of the Qdrant store (raw bytes), every payload read back through the back
-end, the logs, and the output of every command are searched for the values and their common
-spellings (any letter case, person-name parts, ISO dates, hh:mm:ss times). None may be found.
+operators, device serial, ...), also inside sequences, inside the free text radsearch keeps
+(study and series descriptions, the report's text, in other spellings: names and IDs run together,
+the birth date in words) and in metadata fields (manufacturer, body part, view). More are planted
+in report files - the study folder's report.txt repeating its DICOM's identifiers, sidecar
+X.txt/X.json of PNG images, a reports CSV's text and metadata columns - as names after titles and
+labels, record numbers, birth dates, phone numbers, e-mail and street addresses. Each back end
+indexes them; then every file of the index folder and of the Qdrant store (raw bytes), every
+payload read back through the back end, the logs, and the output of every command are searched
+for the values and their common spellings (any letter case, person-name parts run together, the
+digits of IDs, dates as people write them, hh:mm:ss times). None may be found.
 
 Kept by design (the profile's Retain Longitudinal Temporal Information with Full Dates option, for
 the date filters): the study date, checked to be there.
@@ -15,6 +20,7 @@ the date filters): the study date, checked to be there.
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import logging
@@ -88,6 +94,11 @@ PLANTED = {
     "AcquisitionDateTime": "19150102030405.123456",
     "FrameOfReferenceUID": "1.2.826.0.1.3680043.8.498.104",
     "InstanceCreatorUID": "1.2.826.0.1.3680043.8.498.105",
+    # Identifiers typed into metadata fields: the name and ID in the manufacturer, values no body
+    # part or view is called
+    "Manufacturer": "Mfr Zyxwvut PID83920471",
+    "BodyPartExamined": "XQZVLMRT",
+    "ViewPosition": "VWQZLK",
 }
 PLANTED_UIDS = {
     "StudyInstanceUID": "1.2.826.0.1.3680043.8.498.101",
@@ -102,10 +113,31 @@ NESTED = {
 }
 STUDY_DATE = "19010203"  # kept, as 1901-02-03: the date filters need it
 # Free text radsearch keeps, cleaned: each repeats identifiers of its file, spelled otherwise.
-STUDY_DESCRIPTION = "CT CHEST zyxwvut PID-83920471"
-SERIES_DESCRIPTION = "AXIAL QPONMLK acc77123409"
+STUDY_DESCRIPTION = "CT CHEST zyxwvut PID-83920471 QponmlkZyxwvut"
+SERIES_DESCRIPTION = "AXIAL QPONMLK acc77123409 pid83920471ACC77123409"
 REPORT_LINE = ("Discussed with Dr Wqplmnbv about Qponmlk Zyxwvut (MRN pid-83920471, born "
-               "04.03.1902) of hospital vqxzrtyk.")
+               "04.03.1902) of hospital vqxzrtyk. Also ZYXWVUTQPONMLK, id 83920471acc77123409, "
+               "born 4 March 1902 (3/4/02).")
+# Report files: identifiers of no DICOM attribute (found by the rules) and of the study's DICOM.
+FOLDER_REPORT = (
+    "FINDINGS: Pleural effusion on the right. Report for ZYXWVUT, QPONMLK (PID83920471), born "
+    "4 March 1902; accession acc77123409. Discussed with Dr. Vmqzrtx on the phone 317-555-0148; "
+    "e-mail qzvx.mlrk@example.org. Patient lives at 41 Wqzxrvm Road. 93-year-old woman.\n"
+    "IMPRESSION: Right effusion.")
+SIDECAR_TEXT = ("Patient Kqzvlrt Mxwpqn, MRN 66120944. DOB: 05/06/1911.\n"
+                "FINDINGS: Small nodule in the right upper lobe.")
+SIDECAR_JSON = {"findings": "No pneumothorax.",
+                "impression": "Signed by Jane Qwrtzv. Tel: (317) 555 0199. Name: Blvxqk Trzqw"}
+CSV_REPORT = "Pleural effusion. Name: Hmvqzt Plkrw. ID 44731902. Born on March 7, 1913."
+CSV_METADATA = {"modality": "Hmvqzt", "body_part": "PLKRWZ", "view": "44731902X",
+                "description": "Patient: Hmvqzt Plkrw"}
+REPORT_VALUES = {  # the planted values of the report files, lower case -> where
+    **{v: "report.txt" for v in ("vmqzrtx", "317-555-0148", "555-0148", "qzvx.mlrk@example.org",
+                                 "wqzxrvm", "93-year-old")},
+    **{v: "a.txt" for v in ("kqzvlrt", "mxwpqn", "66120944", "05/06/1911")},
+    **{v: "b.json" for v in ("qwrtzv", "555 0199", "blvxqk", "trzqw")},
+    **{v: "reports.csv" for v in ("hmvqzt", "plkrw", "44731902", "march 7, 1913")},
+}
 FILES = ("CT_small.dcm", "MR_small.dcm", "test-SR.dcm")
 
 
@@ -146,21 +178,58 @@ def planted_study(tmp_path: Path) -> Path:
     return folder.parent
 
 
+@pytest.fixture
+def planted_reports(planted_study: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The planted study with report files: its folder's report.txt, PNG images with sidecar
+    X.txt and X.json reports, and one with a row of a reports CSV (returned with the root)."""
+    from PIL import Image
+
+    (planted_study / "ct" / "report.txt").write_text(FOLDER_REPORT)
+    for name in ("png/a.png", "png/b.png", "csv/c.png"):
+        (planted_study / name).parent.mkdir(exist_ok=True)
+        Image.new("L", (64, 64), 40 * len(name)).save(planted_study / name)
+    (planted_study / "png" / "a.txt").write_text(SIDECAR_TEXT)
+    (planted_study / "png" / "b.json").write_text(json.dumps(SIDECAR_JSON))
+    csv_path = tmp_path / "reports.csv"
+    columns = ["path", "report", *CSV_METADATA]
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerows([columns, ["studies/csv/c.png", CSV_REPORT, *CSV_METADATA.values()]])
+    return planted_study, csv_path
+
+
 def planted_needles() -> dict[str, str]:
     """Each planted value and its common spellings (lower case: the search ignores case) ->
     the attribute it was planted in."""
-    needles: dict[str, str] = {}
+    needles: dict[str, str] = dict(REPORT_VALUES)
     for keyword, value in {**PLANTED, **PLANTED_UIDS, **NESTED}.items():
         forms = {value}
-        if "^" in value:  # a person name: each part, and the parts in either order
+        if "^" in value:  # a person name: each part, the parts in either order, run together
             parts = [part for part in value.split("^") if part and part != "Dr"]
-            forms |= {*parts, " ".join(parts), " ".join(reversed(parts)), ", ".join(parts)}
-        if re.fullmatch(r"\d{8}", value):  # a date
-            forms.add(f"{value[:4]}-{value[4:6]}-{value[6:]}")
+            forms |= {*parts, " ".join(parts), " ".join(reversed(parts)), ", ".join(parts),
+                      "".join(parts), "".join(reversed(parts))}
+        if keyword in ID_ATTRIBUTES:  # an ID: its digits alone
+            forms |= set(re.findall(r"\d{6,}", value))
+        if re.fullmatch(r"\d{8}", value):  # a date, as people write it
+            forms |= _date_spellings(value)
         if re.fullmatch(r"\d{6}\.\d+", value):  # a time
             forms.add(f"{value[:2]}:{value[2:4]}:{value[4:6]}")
         needles.update((form.lower(), keyword) for form in forms)
     return needles
+
+
+ID_ATTRIBUTES = ("PatientID", "OtherPatientIDs", "AccessionNumber", "MedicalRecordLocator",
+                 "AdmissionID", "DeviceSerialNumber", "OtherPatientIDsSequence/PatientID")
+_MONTHS = ("january february march april may june july august september october november "
+           "december").split()
+
+
+def _date_spellings(value: str) -> set[str]:
+    y, m, d = value[:4], int(value[4:6]), int(value[6:])
+    month = _MONTHS[m - 1]
+    return {f"{y}-{m:02d}-{d:02d}", f"{d:02d}.{m:02d}.{y}", f"{d}.{m}.{y}", f"{d}/{m}/{y}",
+            f"{m}/{d}/{y}", f"{m}/{d}/{y[2:]}", f"{d} {month} {y}", f"{month} {d}, {y}",
+            f"{d}-{month[:3]}-{y}"}
 
 
 def find_planted(haystacks: dict[str, bytes]) -> list[tuple[str, str, str]]:
@@ -230,15 +299,19 @@ def backend_args(kind: str, tmp_path: Path) -> list[str]:
     return ["--backend", kind]
 
 
-def run_commands(index: Path, study: Path, index_args: list[str]) -> list[str]:
-    """Every command's output (stdout and stderr) over an index of ``study``, plain and --json;
-    each must succeed. ``index_args`` choose the back end."""
+def run_commands(index: Path, study: Path, index_args: list[str],
+                 reports: Path | None = None) -> list[str]:
+    """Every command's output (stdout and stderr) over an index of ``study`` (with the reports
+    CSV ``reports``), plain and --json; each must succeed. ``index_args`` choose the back end."""
     file = str(study / "ct" / "0.dcm")
     uid = PLANTED_UIDS["StudyInstanceUID"]
     at = ["--index", str(index)]
+    csv_args = ["--reports", str(reports)] if reports is not None else []
     commands = [
-        ["index", str(study), *at, "--model", "hashing-tiny", "--workers", "1", *index_args],
-        ["index", str(study), *at, "--model", "hashing-tiny", "--workers", "0", "--json"],
+        ["index", str(study), *at, "--model", "hashing-tiny", "--workers", "1", *index_args,
+         *csv_args],
+        ["index", str(study), *at, "--model", "hashing-tiny", "--workers", "0", "--json",
+         *csv_args],
         ["stats", *at], ["stats", *at, "--json"],
         ["search", "chest", *at], ["search", "chest", *at, "--json"],
         ["search", "pleural effusion", *at, "--in", "reports"],
@@ -247,7 +320,10 @@ def run_commands(index: Path, study: Path, index_args: list[str]) -> list[str]:
         ["show", uid, *at], ["show", uid, *at, "--json"], ["show", file, *at],
         ["classify", file, *at, "--labels", "CT, MRI, X-ray"],
         ["classify", uid, *at, "--label-set", "modality", "--json"],
-    ]
+        ["show", str(study / "png" / "a.png"), *at, "--json"],
+        ["show", str(study / "png" / "b.png"), *at, "--json"],
+        ["show", str(study / "csv" / "c.png"), *at, "--json"],
+    ] if reports is not None else commands
     runner = CliRunner()
     outputs = []
     for args in commands:
@@ -263,16 +339,20 @@ def run_commands(index: Path, study: Path, index_args: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
-def test_planted_identifiers_are_nowhere(kind, planted_study: Path, tmp_path: Path, capfd, caplog):
+def test_planted_identifiers_are_nowhere(kind, planted_reports: tuple[Path, Path], tmp_path: Path,
+                                         capfd, caplog):
     caplog.set_level(logging.DEBUG)
     index = tmp_path / "index"
+    root, reports = planted_reports
 
-    outputs = run_commands(index, planted_study, backend_args(kind, tmp_path))
+    outputs = run_commands(index, root, backend_args(kind, tmp_path), reports)
 
     captured = capfd.readouterr()
     show = json.loads(outputs[12])
-    # `show` found the study by its real UID, although only a salted hash of it is stored.
-    assert sorted(s["modality"] for s in show["series"]) == ["CT", "MR"] and show["reports"]
+    # `show` found the study by its real UID, although only a hash of it is stored.
+    assert sorted(s["modality"] for s in show["series"]) == ["CT", "MR"]
+    assert sorted(r["source"] for r in show["reports"]) == ["sidecar", "sr"]
+    assert json.loads(outputs[3])["reports"] == 5  # SR, folder report, two sidecars, CSV row
     haystacks = {
         "index folder": folder_bytes(index),
         "payloads": backend_payloads(index),
@@ -285,21 +365,36 @@ def test_planted_identifiers_are_nowhere(kind, planted_study: Path, tmp_path: Pa
     print(f"\nplanted identifiers found ({kind}): {len(found)}")
     assert found == []
 
-    # Kept, cleaned: the words of the descriptions and the report that name no one.
+    # Kept, cleaned: the words of the descriptions and the reports that name no one.
     assert show["study_date"] == "1901-02-03"
-    assert show["description"] == "CT CHEST [REMOVED] [REMOVED]"
-    assert show["series"][0]["description"] == "AXIAL [REMOVED] [REMOVED]"
-    report = show["reports"][0]["text"]
-    assert "Discussed with [REMOVED] about [REMOVED] [REMOVED] (MRN [REMOVED], born " \
-           "[REMOVED]) of [REMOVED]." in report
+    assert show["description"] == "CT CHEST [REMOVED] [REMOVED] [REMOVED]"
+    assert show["series"][0]["description"] == "AXIAL [REMOVED] [REMOVED] [REMOVED]"
+    assert {s["body_part"] for s in show["series"]} == {None}  # not of the vocabulary: dropped
+    assert {s["manufacturer"] for s in show["series"]} == {"Mfr [REMOVED] [REMOVED]"}
+    texts = {r["source"]: r["text"] for r in show["reports"]}
+    assert "Discussed with Dr [REMOVED] about [REMOVED] [REMOVED] (MRN [REMOVED], born " \
+           "[REMOVED]) of [REMOVED]. Also [REMOVED], id [REMOVED], born [REMOVED] ([REMOVED])." \
+           in texts["sr"]
+    assert texts["sidecar"].startswith("FINDINGS: Pleural effusion on the right. Report for "
+                                       "[REMOVED], [REMOVED] ([REMOVED]), born [REMOVED];")
+    sidecar, as_json, from_csv = (json.loads(output) for output in outputs[-3:])
+    assert sidecar["reports"][0]["text"] == ("Patient [REMOVED], MRN [REMOVED]. DOB: [REMOVED].\n"
+                                             "FINDINGS: Small nodule in the right upper lobe.")
+    assert "IMPRESSION: Signed by [REMOVED]. Tel: [REMOVED]. Name: [REMOVED]" in \
+        as_json["reports"][0]["text"]
+    assert from_csv["reports"][0]["text"] == \
+        "Pleural effusion. Name: [REMOVED]. ID [REMOVED]. Born on [REMOVED]."
+    assert from_csv["description"] == "Patient: [REMOVED]"
+    assert [(s["modality"], s["body_part"]) for s in from_csv["series"]] == [(None, None)]
     assert b"1901-02-03" in haystacks["payloads"]
 
 
-def test_the_planted_values_are_found_where_they_are(planted_study: Path):
+def test_the_planted_values_are_found_where_they_are(planted_reports: tuple[Path, Path]):
     """The search itself works: it finds each planted value, in any letter case, in the files."""
-    data = folder_bytes(planted_study).upper()
+    root, reports = planted_reports
+    data = (folder_bytes(root) + reports.read_bytes()).upper()
     found = {keyword for _, _, keyword in find_planted({"files": data})}
-    assert found == set(PLANTED) | set(PLANTED_UIDS) | set(NESTED)
+    assert found == set(PLANTED) | set(PLANTED_UIDS) | set(NESTED) | set(REPORT_VALUES.values())
 
 
 def test_shard_placement_shows_no_identifier(planted_study: Path, tmp_path: Path, capfd, caplog):

@@ -93,7 +93,8 @@ def test_identifiers_are_in_the_catalog_and_show_only(
     # Series of equal number come in the order the workers delivered them.
     assert sorted(s["identifiers"]["SeriesInstanceUID"] for s in shown_json["series"]) == [
         [f"{PLANTED_UIDS['SeriesInstanceUID']}.{n}"] for n in range(2)]
-    assert shown_json["description"] == "CT CHEST [REMOVED] [REMOVED]"  # the card stays clean
+    # The card stays clean.
+    assert shown_json["description"] == "CT CHEST [REMOVED] [REMOVED] [REMOVED]"
 
     # Nowhere else: not in a payload, a back-end file, a log line or another command's output.
     haystacks = {

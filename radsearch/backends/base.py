@@ -185,6 +185,11 @@ class Backend(ABC):
     def initialise(self, record: dict) -> dict:
         """Keep ``record`` unless the store already has one; return the record that is kept."""
 
+    @abstractmethod
+    def update_record(self, changes: dict) -> None:
+        """Change the store's record: each key of ``changes`` set to its value, or removed (and
+        its old value overwritten where the store can) when the value is None."""
+
     def set_generation(self, value: int) -> None:
         """Record that the catalog's sync number ``value`` completed, so that a later look can
         tell this store from an older copy put back. A store that several catalogs write (a

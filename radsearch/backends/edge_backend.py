@@ -206,6 +206,14 @@ class QdrantEdgeBackend(Backend):
     def set_generation(self, value: int) -> None:
         _write_json(self.directory / SYNC_FILE, {"generation": value})
 
+    def update_record(self, changes: dict) -> None:
+        record = {**(self.metadata() or {}), **changes}
+        path = self.directory / RECORD_FILE
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        kept = {key: value for key, value in record.items() if value is not None}
+        tmp.write_text(json.dumps(kept, sort_keys=True))
+        os.replace(tmp, path)
+
     def persist(self) -> None:
         """Build HNSW for what was added, then flush segments to disk."""
         if self.read_only:

@@ -443,6 +443,16 @@ class FaissBackend(Backend):
                          (json.dumps(record, sort_keys=True),))
         return self.metadata() or record
 
+    def update_record(self, changes: dict) -> None:
+        record = {**(self.metadata() or {}), **changes}
+        record = {key: value for key, value in record.items() if value is not None}
+        self.conn.execute("PRAGMA secure_delete = ON")  # the old value is zeroed, not left free
+        with self._write() as conn:
+            conn.execute("INSERT INTO meta(key, value) VALUES ('record', ?) ON CONFLICT(key) "
+                         "DO UPDATE SET value = excluded.value",
+                         (json.dumps(record, sort_keys=True),))
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # nor left in the write-ahead log
+
     def set_generation(self, value: int) -> None:
         with self._write() as conn:
             conn.execute("INSERT INTO meta(key, value) VALUES ('generation', ?) "

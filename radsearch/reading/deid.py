@@ -198,7 +198,10 @@ def _name_span(match: re.Match[str], least: int = 1) -> tuple[int, int] | None:
         bare = word.group().strip(".'’-:;").lower()
         if not bare or bare in _NOT_NAMES or bare == "removed":
             break
-        end, count = start + word.end(), count + 1
+        text = word.group()
+        # A sentence's full stop is no part of a name; an initial's is ("J.").
+        kept = text if re.fullmatch(r"[A-Za-z]\.", text) else text.rstrip(".;:")
+        end, count = start + word.start() + len(kept), count + 1
     return (start, end) if count >= least else None
 
 

@@ -100,6 +100,7 @@ _VALUES = (
 )
 _DATES = ("PatientBirthDate",)
 _MIN_NAME_PART = 2  # "Li", "Wu"
+_TITLES = {"dr", "mr", "mrs", "ms", "miss", "prof", "sir"}  # a name's prefix, not its name
 _MIN_VALUE = 3  # shorter IDs cannot be told from ordinary text
 
 _HEADER_BYTES = 64 * 2**20  # the most of a file (or an inflated data set) a header read reads
@@ -180,9 +181,9 @@ class Scrubber:
     def text(self, value: str | None) -> str | None:
         if not value:
             return value
-        if self._pattern is not None:
-            value = self._pattern.sub(self._replacement, value)
-        return deidentify(value)
+        # The rules first: a title or label still stands before the name it introduces.
+        value = deidentify(value)
+        return self._pattern.sub(self._replacement, value) if self._pattern is not None else value
 
     @staticmethod
     def _replacement(match: re.Match[str]) -> str:
@@ -298,7 +299,8 @@ def _name_parts(names: list[str]) -> Iterator[str]:
             words = re.split(r"[\s,]+", " ".join(parts))
             forms += [" ".join(parts), *words, "".join(words),
                       *(a + b for a, b in itertools.permutations(words, 2))]
-        yield from (form for form in forms if len(form.strip("^= ")) >= _MIN_NAME_PART)
+        yield from (form for form in forms if len(form.strip("^= ")) >= _MIN_NAME_PART
+                    and form.strip(". ").lower() not in _TITLES)
 
 
 # --- bounded header reads --------------------------------------------------------------------
