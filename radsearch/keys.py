@@ -160,7 +160,8 @@ def _write_key_file(key_id: str, secret: str) -> Path:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as error:
-        raise HashKeyError(f"{path}: cannot write the key file: {error.strerror or error}") from None
+        reason = error.strerror or error
+        raise HashKeyError(f"{path}: cannot write the key file: {reason}") from None
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(secret + "\n")
         handle.flush()
