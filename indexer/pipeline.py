@@ -278,7 +278,8 @@ def _plan(
             continue
         row = known.get(item.path)
         same_stat = row is not None and row["size"] == item.size and row["mtime_ns"] == item.mtime_ns
-        if shard_filter is not None and not same_stat and not shard_filter.owns(item):
+        if shard_filter is not None and not same_stat and not _shard_owns(shard_filter, item,
+                                                                          plan.grouping):
             continue
         seen.add(item.path)
         if item.kind in ("png", "jpeg", "nifti"):
@@ -306,6 +307,15 @@ def _plan(
             f"{flat} PNG/JPEG image(s) directly in {root} became a study each: nothing groups them "
             "(no group column in a reports CSV, no report.txt in the folder)")
     return plan
+
+
+def _shard_owns(shard_filter: ShardFilter, item: FoundFile, grouping: Grouping) -> bool:
+    """Images that a CSV group gathers go to the shard of their group, whatever folder they lie
+    in: every machine places them alike from the value (hashed there, never stored)."""
+    match = grouping.matches.get(item.path)
+    if item.path in grouping.grouped and match is not None and match.report.group is not None:
+        return shard_filter.shard.owns(f"group:{match.report.group}")
+    return shard_filter.owns(item)
 
 
 def _record_bad_files(conn, bad: list[FoundFile], special: list[FoundFile],

@@ -246,3 +246,28 @@ def test_a_group_study_is_shown_by_the_label_search_prints(tmp_path):
     shown = runner.invoke(app, ["show", label, "--index", str(index)], terminal_width=120)
     assert shown.exit_code == 0, shown.output
     assert shown.output.startswith("study group:")
+
+
+def test_shards_keep_a_group_on_one_machine_whatever_folders_it_spans(tmp_path):
+    from radsearch.indexer.discover import Shard
+
+    root = tmp_path / "archive"
+    folders = ["a", "f", "b", "x"]
+    # Folder placement alone would split groups: the folders fall on both shards.
+    assert len({Shard.parse("1/2").owns(f"folder:{name}") for name in folders}) == 2
+    lines = ["path,report,case"]
+    for case in range(8):
+        for folder in (folders[case % 4], folders[(case + 1) % 4]):
+            _png(root / folder / f"case{case}.png", 10 + 20 * case + folders.index(folder))
+            lines.append(f"archive/{folder}/case{case}.png,Case {case} image in {folder}.,C{case}")
+    table = tmp_path / "reports.csv"
+    table.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    held = []
+    for number in (1, 2):
+        index = tmp_path / f"shard{number}"
+        _index(root, index, table, shard=f"{number}/2")
+        held.append(_studies(index))
+    all_keys = [key for studies in held for key in studies]
+    assert len(all_keys) == len(set(all_keys)) == 8  # each case's study on one machine only
+    assert sorted(len(names) for studies in held for names in studies.values()) == [2] * 8
