@@ -271,3 +271,17 @@ def test_shards_keep_a_group_on_one_machine_whatever_folders_it_spans(tmp_path):
     all_keys = [key for studies in held for key in studies]
     assert len(all_keys) == len(set(all_keys)) == 8  # each case's study on one machine only
     assert sorted(len(names) for studies in held for names in studies.values()) == [2] * 8
+
+
+def test_a_folder_key_over_several_dicom_studies_says_so(tmp_path):
+    root = tmp_path / "studies"
+    (root / "mixed").mkdir(parents=True)
+    for name in ("CT_small.dcm", "MR_small.dcm"):  # two Study Instance UIDs in one folder
+        shutil.copy(get_testdata_file(name), root / "mixed" / name)
+    table = root / "reports.csv"
+    table.write_text("path,report\nmixed,Which study?\n", encoding="utf-8")
+    summary = _index(root, tmp_path / "index", table)
+    assert summary.warnings == [
+        f"1 report row(s) of {table} matched no indexed study, e.g. mixed: its folder holds 2 "
+        "studies; a folder key needs exactly one"]
+    assert stats(index=tmp_path / "index")["reports"] == 0
