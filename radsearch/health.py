@@ -59,15 +59,21 @@ def out_of_step(conn: sqlite3.Connection, spec: BackendSpec, index: Path, *,
     if store_directory(spec, index) is None:
         return None
     return compare(conn, spec, inspect_store(spec, index, thorough=thorough),
-                   store_directory(spec, index))
+                   store_directory(spec, index), thorough=thorough)
 
 
 def compare(conn: sqlite3.Connection, spec: BackendSpec, view: StoreView | None,
-            where: Path | None) -> str | None:
-    """The first disagreement between a store (``view``) and the catalog's ledger and record."""
+            where: Path | None, *, thorough: bool = False) -> str | None:
+    """The first disagreement between a store (``view``) and the catalog's record and counts:
+    with ``thorough``, the ledger's bounds (exact, it reads the ledger's index); without, the
+    counts recorded by the last complete sync (compared only when no sync is unfinished)."""
     what = f"the {spec.kind} store {where}"
-    ledger = backend_sync.ledger_counts(conn)
-    acknowledged = sum(sent for sent, _ in ledger.values())
+    if thorough:
+        ledger = backend_sync.ledger_counts(conn)
+    else:
+        synced = backend_sync.synced_points(conn)
+        ledger = None if synced is None else {name: (held, held) for name, held in synced.items()}
+    acknowledged = sum(sent for sent, _ in (ledger or {}).values())
     if view is None:
         return f"{what} is missing ({acknowledged} points in the catalog)" if acknowledged else None
     meta = catalog.get_meta(conn)
@@ -79,6 +85,8 @@ def compare(conn: sqlite3.Connection, spec: BackendSpec, view: StoreView | None,
     if ours is not None and (theirs is None or not ours <= theirs <= ours + 1):
         return (f"{what} holds the state of sync {theirs or 0}, the catalog that of sync {ours} "
                 "(an older copy put back?)")
+    if ledger is None:
+        return None
     for name in sorted(set(ledger) | set(view.counts)):
         sent, total = ledger.get(name, (0, 0))
         if name not in view.counts:

@@ -88,6 +88,12 @@ class QdrantEdgeBackend(Backend):
         self._lock: IO | None = None
         if read_only and not self.directory.is_dir():
             return  # nothing written yet: an empty store
+        if not os.access(self.directory if self.directory.is_dir() else self.directory.parent,
+                         os.W_OK):
+            raise RadsearchError(
+                f"{self.directory}: Qdrant Edge cannot open a store it may not write (a read-only "
+                "file system or permissions): it maps its segments for writing even to search; "
+                "copy the index to a writable disk")
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = _acquire(self.directory / LOCK_FILE, float(options.get("lock_timeout", 120)))
 

@@ -31,6 +31,8 @@ CREATE TABLE IF NOT EXISTS backend_points (
     sent INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS backend_points_point ON backend_points(collection, point_id);
+CREATE INDEX IF NOT EXISTS backend_points_unsent ON backend_points(collection, point_id)
+    WHERE sent = 0;
 """
 _CHUNK = 900
 
@@ -63,6 +65,8 @@ def bind(conn: sqlite3.Connection, instance: str) -> bool:
 def sync(conn: sqlite3.Connection, backend: Backend, dim: int,
          collections: tuple[str, ...] = catalog.COLLECTIONS, batch: int = 512) -> dict[str, SyncCounts]:
     """Send what the catalog has and the back end lacks, delete what it no longer has, persist."""
+    with catalog.transaction(conn):
+        catalog.set_meta(conn, {SYNCING_KEY: "true"})
     counts = {name: sync_collection(conn, backend, name, dim, batch) for name in collections}
     backend.persist()
     _advance_generation(conn, backend)
@@ -70,6 +74,10 @@ def sync(conn: sqlite3.Connection, backend: Backend, dim: int,
 
 
 GENERATION_KEY = "backend.generation"
+# The points each collection of the store holds after the last complete sync (JSON), and whether a
+# sync has begun since (a run in progress, or killed): readers compare counts only when not.
+POINTS_KEY = "backend.points"
+SYNCING_KEY = "backend.syncing"
 
 
 def generation(conn: sqlite3.Connection) -> int | None:
@@ -83,9 +91,21 @@ def _advance_generation(conn: sqlite3.Connection, backend: Backend) -> None:
     one ahead of its catalog (a kill between the two) is still in step; one behind is an older
     copy of the store."""
     value = (generation(conn) or 0) + 1
+    held = {name: sent for name, (sent, _) in ledger_counts(conn).items()}
     backend.set_generation(value)
     with catalog.transaction(conn):
-        catalog.set_meta(conn, {GENERATION_KEY: str(value)})
+        catalog.set_meta(conn, {GENERATION_KEY: str(value),
+                                POINTS_KEY: json.dumps(held, sort_keys=True)})
+        conn.execute("DELETE FROM meta WHERE key = ?", (SYNCING_KEY,))
+
+
+def synced_points(conn: sqlite3.Connection) -> dict[str, int] | None:
+    """The points per collection after the last complete sync; None while a sync is unfinished
+    (or before the first)."""
+    meta = catalog.get_meta(conn)
+    if meta.get(SYNCING_KEY) or POINTS_KEY not in meta:
+        return None
+    return {name: int(count) for name, count in json.loads(meta[POINTS_KEY]).items()}
 
 
 def ledger_counts(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
@@ -93,12 +113,14 @@ def ledger_counts(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
     the catalog holds between the two (a run killed mid-sync leaves points sent but not marked)."""
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'backend_points'").fetchone():
         return {}
-    return {
-        collection: (int(sent), int(total))
-        for collection, sent, total in conn.execute(
-            "SELECT collection, COUNT(DISTINCT CASE WHEN sent THEN point_id END), "
-            "COUNT(DISTINCT point_id) FROM backend_points GROUP BY collection")
-    }
+    counts = {}
+    for collection in catalog.COLLECTIONS:  # each count reads an index, not the table
+        total, unsent = (int(conn.execute(
+            "SELECT COUNT(DISTINCT point_id) FROM backend_points WHERE collection = ?" + extra,
+            (collection,)).fetchone()[0]) for extra in ("", " AND sent = 0"))
+        if total:
+            counts[collection] = (total - unsent, total)
+    return counts
 
 
 def sync_collection(conn: sqlite3.Connection, backend: Backend, collection: str, dim: int,
