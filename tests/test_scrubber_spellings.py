@@ -93,3 +93,16 @@ def test_metadata_keeps_its_vocabulary_and_cleans_its_free_text():
         "rows": 512,
     }
     assert set(VOCABULARIES) == {"modality", "body_part", "view"}
+
+
+def test_the_views_and_modalities_of_real_manifests_are_kept(shared_data):
+    """Every view and modality the development manifests write is of its vocabulary (a lone
+    "?" says nothing and is dropped)."""
+    import csv
+
+    for name in ("medpix2/manifest.csv", "vqa_rad/manifest_per_image.csv", "covid_cxr/manifest.csv"):
+        with open(shared_data / name, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        for field in ("view", "modality"):
+            values = {row[field] for row in rows if row[field] and row[field] != "?"}
+            assert values and [v for v in values if known_value(field, v) is None] == [], name

@@ -34,7 +34,11 @@ _VIEW_WORDS = frozenset(
     SEMI PORTABLE STANDING SITTING INSPIRATION EXPIRATION LORDOTIC APICAL TOWNE WATERS CALDWELL
     SWIMMER SWIMMERS"""
     # Laterality: right, left, both, unpaired
-    """ R L B U RIGHT LEFT BOTH BILATERAL""".split()
+    """ R L B U RIGHT LEFT BOTH BILATERAL"""
+    # and the words of views as teaching files and manifests describe them
+    """ 3D RECONSTRUCTION RECON MIP MPR VR VOLUME RENDERED RENDERING SCOUT LOCALIZER TOPOGRAM
+    MULTIPLE MONTAGE OR AND NOS NOT SPECIFIED UNKNOWN OTHER VIEW VIEWS SEE CAPTION PLANE PLANES
+    ABOVE BELOW MID DRAWING GROSS PATHOLOGY PHOTOGRAPH""".split()
 )
 _BODY_PART_WORDS = frozenset(
     # Body Part Examined defined terms (PS3.16 Annex L) and the words of their common spellings
@@ -58,7 +62,7 @@ _BODY_PART_WORDS = frozenset(
 VOCABULARIES: dict[str, frozenset[str]] = {
     "modality": _MODALITY_WORDS,
     "body_part": _BODY_PART_WORDS,
-    "view": _VIEW_WORDS,
+    "view": _VIEW_WORDS | _BODY_PART_WORDS,  # "Mid abdomen"
 }
 FREE_TEXT_FIELDS = ("manufacturer", "study_description", "series_description")
 
