@@ -102,7 +102,7 @@ def index(
                      "Instance UIDs, study date and time, referring physician, institution, "
                      "descriptions as written) in the catalog only, never in the search back end; "
                      "`show` displays them and finds a study by accession number. Off by default: "
-                     "UIDs and patient IDs are kept only as salted hashes, the study date for the "
+                     "UIDs and patient IDs are kept only as keyed hashes, the study date for the "
                      "date filters, and descriptions and report text lose the file's identifiers. "
                      "Recorded in the index: every later run must say it again"),
     ] = False,

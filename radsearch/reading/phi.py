@@ -109,7 +109,8 @@ _META_BYTES = 64 * 1024
 
 
 def salted_hash(value: str, salt: str) -> str:
-    """HMAC-SHA256 keyed by ``salt``, hex, first 32 characters."""
+    """HMAC-SHA256 keyed by ``salt``, hex, first 32 characters. In an index, ``salt`` is the
+    secret key kept outside it (``radsearch.keys``), so the hashes cannot be reversed from it."""
     return hmac.new(salt.encode("utf-8"), value.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
 
