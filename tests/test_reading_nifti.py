@@ -18,6 +18,7 @@ from reading_helpers import read
 
 from radsearch.previews import frame_values
 from radsearch.reading import CT_WINDOWS, ReadError, detect_kind
+from radsearch.reading.nifti_geometry import slice_layout
 
 
 def _by_position(frames: list) -> list:
@@ -97,6 +98,15 @@ def test_a_viewer_gets_each_slice_in_hounsfield_units(tmp_path: Path, plane: str
         assert nifti.position == pytest.approx(dicom.position, abs=1e-3)
         np.testing.assert_array_equal(nifti.values, dicom.values)  # the same HU, the same way up
     assert frame_values(volume, 0).invert is False
+
+
+@pytest.mark.parametrize("slice_dim", [0, 1, 2])
+def test_a_slice_is_a_view_of_the_volume(slice_dim: int) -> None:
+    # Never a copy of the whole volume per slice (np.take made one: quadratic in the slices).
+    volume = np.zeros((6, 7, 8), dtype=np.int16, order="F")
+    layout = slice_layout(np.diag([-1.0, 1.0, -1.0, 1.0]), volume.shape, slice_dim)
+    assert layout.slice_axis == slice_dim
+    assert np.shares_memory(layout.image(volume, 3), volume)
 
 
 def test_4d_reads_the_first_volume(tmp_path: Path) -> None:

@@ -40,7 +40,8 @@ class SliceLayout:
 
     def image(self, volume: np.ndarray, index: int) -> np.ndarray:
         """Slice ``index`` of ``volume`` as shown: (rows, columns), a view, no copy."""
-        plane = np.take(volume, index, axis=self.slice_axis)
+        # Basic indexing: a view (np.take would copy the whole volume for each slice).
+        plane = volume[(slice(None),) * self.slice_axis + (index,)]
         if self.row_axis > self.column_axis:
             plane = plane.T
         return plane[:: -1 if self.flip_rows else 1, :: -1 if self.flip_columns else 1]
