@@ -200,6 +200,8 @@ def served(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     ct = SHARED_DATA / CT_SERIES
     if backend == "faiss" and ct.is_dir():
         shutil.copytree(ct, corpus / "ct")
+    jpeg = next(sample_studies_path().rglob("*.jpg")).read_bytes()
+    (corpus / "broken.jpg").write_bytes(jpeg[: len(jpeg) // 3])  # fails: the index page lists it
     index = tmp_path_factory.mktemp(f"ui-{backend}") / "index"
     index_folder(corpus, index=index, backend=backend)
     home, scratch = tmp_path_factory.mktemp("ui-home"), tmp_path_factory.mktemp("ui-tmp")
@@ -307,6 +309,7 @@ def test_text_search_shows_the_api_results_as_a_grid(page, served: dict, screens
 
 
 @needs_browser
+@pytest.mark.parametrize("served", ["faiss"], indirect=True)  # the same on any back end
 def test_a_search_link_opens_with_its_results(page, served: dict) -> None:
     expected = radsearch.search(QUERY, index=served["index"], k=3, target="reports",
                                 backend=served["backend"])
@@ -454,6 +457,10 @@ def test_index_page_counts(page, served: dict, screenshots: Path) -> None:
     assert shown["studies"] == f"{stats['studies']:,}"
     assert shown["images"] == f"{stats['images']:,}"
     page.get_by_text(f"back end {stats['backend']}", exact=False).wait_for(timeout=30_000)
+    assert stats["failed"] == 1
+    page.get_by_text("Files that failed (1)", exact=True).wait_for(timeout=30_000)
+    modalities = page.get_by_test_id("stTable").first.inner_text()
+    assert "modality" in modalities and "MR" in modalities  # the sample MR series
     _shot(page, screenshots, served, "index")
 
 
@@ -466,12 +473,18 @@ def _ct_study(served: dict) -> str:
     return radsearch.show(str(next(served["ct"].iterdir())), index=served["index"]).study
 
 
+def _caption(page) -> str:
+    """The viewer's caption (slice, position, window), once the run has ended."""
+    _settled(page)
+    return page.locator("[data-testid='stImage']").filter(has_text="slice").first.inner_text()
+
+
 def _viewed(page) -> tuple[str, bytes]:
-    """The viewer's caption and the picture's bytes, once it has loaded."""
-    picture = page.locator("[data-testid='stImage']").filter(has_text="slice").first
-    picture.locator("img").wait_for(timeout=30_000)
+    """The viewer's caption and the picture's rendered pixels, once it has loaded."""
+    caption = _caption(page)
+    picture = page.locator("[data-testid='stImage']").filter(has_text="slice").first.locator("img")
     page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
-    return picture.inner_text(), picture.locator("img").screenshot()
+    return caption, picture.screenshot()
 
 
 @needs_browser
@@ -488,13 +501,13 @@ def test_the_viewer_pages_through_every_slice_in_every_window(page, served: dict
     slider = page.get_by_test_id("stSlider")
     positions = []
     for number in range(2, 12):  # the Next button, through every slice
-        page.get_by_role("button", name="Next", exact=True).click()
+        page.get_by_role("button", name="›", exact=True).click()  # next slice
         page.get_by_text(f"slice {number} of 11", exact=False).first.wait_for(timeout=30_000)
         assert slider.get_by_test_id("stSliderThumbValue").inner_text() == str(number)
-        caption, _ = _viewed(page)
+        caption = _caption(page)
         positions.append(caption.split("position ")[1].split(" mm")[0])
     assert len(positions) == 10 and "slice=11" in page.url
-    page.get_by_role("button", name="Prev", exact=True).click()
+    page.get_by_role("button", name="‹", exact=True).click()  # previous slice
     page.get_by_text("slice 10 of 11", exact=False).first.wait_for(timeout=30_000)
 
     pictures = {}

@@ -15,6 +15,7 @@ from radsearch.filters import Filters
 from radsearch.label_sets import LABEL_SETS
 from radsearch.previews import image_preview, split_image_ref
 from radsearch.ui.common import attempt, index_only, settings
+from radsearch.ui.overview import index_overview
 from radsearch.ui.results import PAGE_SIZE, results_grid
 
 URL = "query-params"  # bind a widget to the URL parameter named by its key
@@ -300,8 +301,17 @@ def index_page() -> None:
     chosen = settings()
     if chosen["backend"] or chosen["url"]:
         st.text(f"searches go to: {chosen['backend'] or 'qdrant'} {chosen['url'] or ''}")
+    overview = attempt(lambda: index_overview(Path(data["index"])))
+    if overview is not None:
+        if overview["last_indexed"]:
+            st.text(f"last file indexed {overview['last_indexed']}")
+        by_modality, by_body_part = st.columns(2)
+        by_modality.markdown("**Studies by modality**")
+        by_modality.table(overview["by_modality"])
+        by_body_part.markdown("**Studies by body part**")
+        by_body_part.table(overview["by_body_part"])
     if data["failures"]:
-        st.markdown("**Files that failed**")
+        st.markdown(f"**Files that failed** ({len(data['failures'])})")
         st.dataframe(data["failures"], hide_index=True, use_container_width=True)
     st.json(data, expanded=False)
 

@@ -96,10 +96,10 @@ def series_viewer(series: Any, controls: Any, view: Any) -> dict[str, str]:
         if count > 1:
             if not 1 <= int(st.session_state.get("slice", 1)) <= count:
                 st.session_state["slice"] = 1  # a link to a slice this series lacks
-            back, slider, forward = st.columns([1.4, 8, 1.4], vertical_alignment="bottom")
-            back.button("Prev", key="slice-back", help="Previous slice", on_click=_step,
+            back, slider, forward = st.columns([1, 8, 1], vertical_alignment="bottom")
+            back.button("‹", key="slice-back", help="Previous slice", on_click=_step,
                         args=(-1, count), use_container_width=True)
-            forward.button("Next", key="slice-forward", help="Next slice", on_click=_step,
+            forward.button("›", key="slice-forward", help="Next slice", on_click=_step,
                            args=(1, count), use_container_width=True)
             number = slider.slider("Slice", 1, count, key="slice", bind="query-params")
     path, frame = split_image_ref(series.images[number - 1])
