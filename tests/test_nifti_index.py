@@ -116,6 +116,28 @@ def test_a_nifti_query_for_similar_and_classify(tmp_path: Path) -> None:
     assert {score.label for score in result.scores} == {"CT", "MRI", "X-ray"}
 
 
+def test_identifying_header_text_and_sidecar_fields_are_not_stored(tmp_path: Path) -> None:
+    # NIfTI headers carry free text (descrip, aux_file, intent_name, db_name) and dcm2niix sidecars
+    # may keep DICOM identifiers: none of it is read, so none of it reaches the index.
+    (tmp_path / "a").mkdir()
+    image = nib.Nifti1Image(np.arange(16 * 16 * 3, dtype=np.int16).reshape(16, 16, 3), np.eye(4))
+    image.header["descrip"] = b"Doe^Jane MRN4417"
+    image.header["aux_file"] = b"ACC90210"
+    image.header["intent_name"] = b"Jane"
+    nib.save(image, tmp_path / "a" / "t1.nii.gz")
+    (tmp_path / "a" / "t1.json").write_text(json.dumps({
+        "Modality": "MR", "PatientName": "Doe^Jane", "PatientID": "MRN4417",
+        "AccessionNumber": "ACC90210", "InstitutionName": "St Elsewhere", "SeriesDescription":
+        "T1 Doe^Jane"}))
+
+    index_folder(tmp_path / "a", index=tmp_path / "index", model=TINY, workers=0)
+
+    stored = b"".join(path.read_bytes() for path in (tmp_path / "index").rglob("*")
+                      if path.is_file())
+    for planted in (b"Doe", b"Jane", b"MRN4417", b"ACC90210", b"Elsewhere"):
+        assert planted not in stored, planted
+
+
 def test_a_damaged_volume_is_one_failure(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     data = np.zeros((16, 16, 4), dtype=np.int16)
