@@ -5,9 +5,10 @@ the b=0 image of most diffusion files), one frame per slice, each with its posit
 slice normal computed as for DICOM (``nifti_geometry``), intensities scaled by scl_slope/scl_inter.
 
 nibabel parses the fixed-size header (byte order, datatype, dimensions, qform/sform, scaling,
-dim_info); the image bytes are read here, in one read sized after the checks, so that a hostile
-header (absurd dimensions, a wrong vox_offset, a truncated or bomb gzip stream) gets one line
-and never makes the reader allocate what it declares. Header extensions are never read.
+dim_info); the image bytes are read here, after the checks (a plain file's size against the
+volume's; a gzip stream as it inflates), so that a hostile header (absurd dimensions, a wrong
+vox_offset, a truncated or bomb gzip stream) gets one line and never makes the reader allocate
+what it declares. Header extensions and the header's free-text fields are never read.
 """
 
 from __future__ import annotations
@@ -206,12 +207,10 @@ def _quiet_nibabel() -> Iterator[None]:
 
 
 def _open(path: Path) -> BinaryIO:
-    handle = open(path, "rb")
-    if handle.read(2) == b"\x1f\x8b":
-        handle.seek(0)
-        return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
-    handle.seek(0)
-    return handle
+    """The file, inflated when it is gzip (closing the stream closes the file)."""
+    with open(path, "rb") as handle:
+        packed = handle.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if packed else open(path, "rb")  # type: ignore[return-value]
 
 
 def _header(path: Path) -> Nifti1Header:
@@ -256,7 +255,7 @@ def _checked_image(header: Nifti1Header, max_pixels: int) -> tuple[tuple[int, in
     if dtype.kind == "c" or (dtype.kind == "V" and dtype.names is None):
         raise ReadError(f"unsupported NIfTI datatype code {code} ({dtype}): not a grayscale "
                         "or RGB image")
-    samples = 3 if dtype.names else 1
+    samples = len(dtype.names) if dtype.names else 1  # RGB 3, RGBA 4
     n_pixels = shape[0] * shape[1] * shape[2] * samples
     if n_pixels > max_pixels:
         raise ReadError(
