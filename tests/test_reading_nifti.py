@@ -302,6 +302,16 @@ def test_degenerate_affine_still_reads(tmp_path: Path) -> None:
     assert result.metadata["view"] is None
 
 
+def test_without_sform_or_qform_slices_are_spaced_but_no_plane_is_claimed(tmp_path: Path) -> None:
+    data = np.random.default_rng(6).integers(0, 100, (10, 10, 10)).astype("<i2")
+    path = tmp_path / "analyze-style.nii"
+    path.write_bytes(_header(pixdim=[1, 0.5, 0.5, 3, 0, 0, 0, 0], qform_code=0, sform_code=0)
+                     + data.tobytes(order="F"))
+    result = read(path)
+    assert result.metadata["view"] is None
+    assert np.diff([f.slice_position for f in result.frames]) == pytest.approx([3.0] * 9)
+
+
 @pytest.mark.parametrize("value", [struct.unpack("<f", struct.pack("<I", 0x7FC00000))[0]])
 def test_nan_vox_offset(tmp_path: Path, value: float) -> None:
     path = tmp_path / "nan.nii"

@@ -146,6 +146,7 @@ class _Volume:
     inter: float | None
     rgb: bool
     n_volumes: int
+    oriented: bool  # an sform or qform places it in the patient; else only the voxel sizes do
 
 
 def _load(path: Path, max_pixels: int) -> _Volume:
@@ -155,7 +156,8 @@ def _load(path: Path, max_pixels: int) -> _Volume:
     voxels = _read_volume(data_path, offset, shape, dtype, to_end=n_volumes == 1)
     layout = slice_layout(_affine(header), shape, header.get_dim_info()[2])
     slope, inter = header.get_slope_inter() if samples == 1 else (None, None)
-    return _Volume(voxels, shape, layout, slope, inter, samples > 1, n_volumes)
+    oriented = int(header["sform_code"]) > 0 or int(header["qform_code"]) > 0
+    return _Volume(voxels, shape, layout, slope, inter, samples > 1, n_volumes, oriented)
 
 
 def _read(
@@ -187,7 +189,8 @@ def _read(
     metadata = empty_metadata()
     metadata.update(
         modality=modality, body_part=_text(sidecar.get("BodyPartExamined")),
-        view=layout.plane, manufacturer=_text(sidecar.get("Manufacturer")),
+        view=layout.plane if volume.oriented else None,
+        manufacturer=_text(sidecar.get("Manufacturer")),
         rows=rows, columns=columns, n_frames=n_slices,
     )
     return ReadResult(str(path), "nifti", None, None, None, None, metadata, frames,
