@@ -111,6 +111,8 @@ def test_a_copied_index_gives_up_no_patient_id_by_brute_force(kind, study, tmp_p
     assert len(patients) == 1 and len(strings) > 20
     secret = key_file.read_text().strip()
     assert secret not in strings and secret.encode() not in folder_bytes(copy)
+    if kind == "qdrant":
+        assert secret.encode() not in folder_bytes(tmp_path / "qdrant-local")
 
     assert _brute_force(patients[0], strings | {""}) == []  # every value the copy holds, as key
     assert not {salted_hash(STUDY_UID, key) for key in strings} & studies
