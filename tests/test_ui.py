@@ -464,6 +464,29 @@ def test_index_page_counts(page, served: dict, screenshots: Path) -> None:
     _shot(page, screenshots, served, "index")
 
 
+@needs_browser
+@pytest.mark.parametrize("served", ["faiss"], indirect=True)  # the same on any back end
+def test_a_draft_cites_neighbour_sentences_that_open_marked(page, served: dict,
+                                                            screenshots: Path) -> None:
+    from urllib.parse import urlencode
+
+    study = radsearch.search(QUERY, index=served["index"], k=1, target="reports",
+                             backend=served["backend"]).hits[0].study
+    expected = radsearch.draft(study, index=served["index"], k=3)
+    cited = next(s for s in expected.sentences if s.citations)
+    _open(page, served, f"draft?{urlencode({'ref': study, 'k': 3})}")
+    _settled(page)
+    sentences = page.locator("[class*='st-key-draft-sentence-']")
+    assert sentences.count() == len(expected.sentences)
+    page.get_by_text(cited.text, exact=True).first.wait_for(timeout=30_000)
+    _shot(page, screenshots, served, "draft")
+    first = cited.citations[0]  # the first link on the page: the first sentence with citations
+    page.locator("a.citation").first.click()
+    page.locator("mark.cited").wait_for(timeout=LOAD_S * 1000)
+    assert page.locator("mark.cited").inner_text() == first.sentence
+    assert f"study {first.study}" in page.locator("body").inner_text()
+
+
 # -- the study viewer on a real CT series --------------------------------------------------------
 
 

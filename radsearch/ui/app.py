@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from radsearch.ui.draft_page import draft_page
 from radsearch.ui.pages import (
     classify_page,
     empty_index_notice,
@@ -25,6 +26,7 @@ PAGES = {
     "similar": st.Page(similar_page, title="Similar cases", url_path="similar"),
     "label": st.Page(label_page, title="Studies with a finding", url_path="label"),
     "classify": st.Page(classify_page, title="Classify", url_path="classify"),
+    "draft": st.Page(draft_page, title="Draft a report", url_path="draft"),
     "study": st.Page(study_page, title="Study", url_path="study"),
     "index": st.Page(index_page, title="Index", url_path="index"),
 }

@@ -20,6 +20,7 @@ from radsearch.previews import FrameValues, frame_values, image_preview
 from radsearch.store import default_index_path
 
 T = TypeVar("T")
+HIGHLIGHT = "highlight"  # the study page's URL parameter: a sentence of its report to mark
 
 
 def settings() -> dict[str, Any]:

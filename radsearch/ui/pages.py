@@ -30,7 +30,7 @@ CHEXPERT_NOTE = ("CheXpert's findings describe chest radiographs (CR/DX): on CT,
                  "images their probabilities mean little.")
 
 
-def _catalog_stamp() -> float:
+def catalog_stamp() -> float:
     """The catalog's modification time: part of every cache key, so a re-indexed study is new."""
     catalog = Path(index_only()["index"]) / "catalog.sqlite"
     return catalog.stat().st_mtime if catalog.exists() else 0.0
@@ -74,7 +74,7 @@ def search_page() -> None:
         st.form_submit_button("Search")
     if not text.strip() or filters is None:
         return
-    results = attempt(lambda: _search(text.strip(), int(k), target, filters, _catalog_stamp()))
+    results = attempt(lambda: _search(text.strip(), int(k), target, filters, catalog_stamp()))
     if results is not None:
         _grid(results.hits, "score", key="search")
 
@@ -89,7 +89,7 @@ def _grid(hits: list, score_label: str, *, key: str) -> None:
 # -- similar cases ----------------------------------------------------------------------------
 
 
-def _in_temporary_folder(name: str, data: bytes, call: Any) -> Any:
+def in_temporary_folder(name: str, data: bytes, call: Any) -> Any:
     """``call(path)`` on an upload written to a temporary folder, removed afterwards (it is a
     patient's image); a one-line error names the upload, not the server's folder."""
     with tempfile.TemporaryDirectory(prefix="radsearch-ui-") as folder:
@@ -107,7 +107,7 @@ def _similar(query: str, k: int, filters: Filters, stamp: float) -> Any:
 @st.cache_data(max_entries=16, show_spinner="Finding similar cases ...")
 def _similar_upload(name: str, data: bytes, k: int, filters: Filters, stamp: float) -> Any:
     del stamp
-    return _in_temporary_folder(name, data, lambda path: (
+    return in_temporary_folder(name, data, lambda path: (
         image_preview(path), radsearch.similar(path, k=k, filters=filters, **settings())))
 
 
@@ -133,11 +133,11 @@ def similar_page() -> None:
         return
     picture, results = None, None
     if upload is not None:
-        answer = _similar_upload(upload.name, upload.getvalue(), int(k), filters, _catalog_stamp())
+        answer = _similar_upload(upload.name, upload.getvalue(), int(k), filters, catalog_stamp())
         if answer is not None:
             picture, results = answer
     else:
-        results = attempt(lambda: _similar(ref, int(k), filters, _catalog_stamp()))
+        results = attempt(lambda: _similar(ref, int(k), filters, catalog_stamp()))
         if results is not None:
             picture = attempt(lambda: _query_picture(ref))
     if results is None:
@@ -201,7 +201,7 @@ def label_page() -> None:
     cap = int(limit) or None
     # One more than asked: whether the list was cut is then known without counting every match.
     results = attempt(lambda: _label_query(label, float(min_prob), labels, label_set, filters,
-                                           None if cap is None else cap + 1, _catalog_stamp()))
+                                           None if cap is None else cap + 1, catalog_stamp()))
     if results is None:
         return
     hits = results.hits
@@ -240,7 +240,7 @@ def _classify_upload(name: str, data: bytes, labels: str | None, label_set: str 
                      findings: bool, stamp: float) -> Any:
     del stamp
     # A file is embedded with the index's model, as `radsearch classify FILE --index` does.
-    return _in_temporary_folder(name, data, lambda path: (
+    return in_temporary_folder(name, data, lambda path: (
         radsearch.classify(path, labels=labels, label_set=label_set, findings=findings,
                            **index_only()), image_preview(path)))
 
@@ -262,9 +262,9 @@ def classify_page() -> None:
         st.caption(CHEXPERT_NOTE)
     if upload is not None:
         answer = _classify_upload(upload.name, upload.getvalue(), labels, label_set, findings,
-                                  _catalog_stamp())
+                                  catalog_stamp())
     else:
-        answer = attempt(lambda: _classify(ref, labels, label_set, findings, _catalog_stamp()))
+        answer = attempt(lambda: _classify(ref, labels, label_set, findings, catalog_stamp()))
     if answer is None:
         return
     result, picture = answer
@@ -319,7 +319,7 @@ def index_page() -> None:
 def empty_index_notice() -> None:
     """Said on every page: an index with no study answers nothing."""
     try:
-        studies = _study_count(str(index_only()["index"]), _catalog_stamp())
+        studies = _study_count(str(index_only()["index"]), catalog_stamp())
     except radsearch.RadsearchError as error:
         st.warning(str(error))
         return

@@ -4,6 +4,7 @@ facts and the reports. The page's state (study, series, slice, window) is in the
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import streamlit as st
 import radsearch
 from radsearch.previews import FrameValues, apply_window, image_preview, split_image_ref
 from radsearch.reading.prepare import NAMED_CT_WINDOWS
-from radsearch.ui.common import attempt, decoded_frame, index_only
+from radsearch.ui.common import HIGHLIGHT, attempt, decoded_frame, index_only
 from radsearch.ui.results import study_title
 
 CT_PRESETS = ("lung", "mediastinum", "bone", "brain", "abdomen")  # W/L in HU: reading.prepare
@@ -81,10 +82,22 @@ def study_page() -> None:
         facts = series_viewer(series, controls, view)
         with facts_column:
             st.table({"": list(facts), "value": list(facts.values())})
+    marked = st.query_params.get(HIGHLIGHT)  # a sentence a draft cites
     for report in detail.reports:
         with st.container(border=True):
             st.markdown(f"**Report** ({report.source})")
-            st.text(report.text)
+            show_report(report.text, marked)
+
+
+def show_report(text: str, marked: str | None) -> None:
+    """The report as written; ``marked``, where it holds that sentence, highlighted."""
+    before, found, after = text.partition(marked) if marked else (text, "", "")
+    if not found:
+        st.text(text)
+        return
+    st.markdown(f'<div style="white-space: pre-wrap">{html.escape(before)}'
+                f'<mark class="cited">{html.escape(found)}</mark>{html.escape(after)}</div>',
+                unsafe_allow_html=True)
 
 
 def series_viewer(series: Any, controls: Any, view: Any) -> dict[str, str]:
