@@ -242,18 +242,21 @@ def resolve_study_id(store: Store, conn: sqlite3.Connection, ref: str) -> int | 
     """A study from its key, a Study/Series/SOP Instance UID, or an indexed file's path."""
     from radsearch.reading import salted_hash
 
-    hashed = salted_hash(ref, store.salt)
     for sql, value in (
         ("SELECT id FROM studies WHERE key = ?", ref),
-        ("SELECT id FROM studies WHERE key = ?", hashed),
-        ("SELECT study_id FROM series WHERE key = ?", hashed),
-        ("SELECT study_id FROM images WHERE instance_key = ?", hashed),
         ("SELECT images.study_id FROM images JOIN files ON files.id = images.file_id "
          "WHERE files.path = ?", os.path.abspath(ref)),
         ("SELECT reports.study_id FROM reports JOIN files ON files.id = reports.file_id "
          "WHERE files.path = ?", os.path.abspath(ref)),
     ):
         row = conn.execute(sql + " LIMIT 1", (value,)).fetchone()
+        if row is not None:
+            return int(row[0])
+    # A UID last: hashing it needs the index's key, which a copy of the index may not have.
+    hashed = salted_hash(ref, store.salt)
+    for sql in ("SELECT id FROM studies WHERE key = ?", "SELECT study_id FROM series WHERE key = ?",
+                "SELECT study_id FROM images WHERE instance_key = ?"):
+        row = conn.execute(sql + " LIMIT 1", (hashed,)).fetchone()
         if row is not None:
             return int(row[0])
     hashed_part = ref.removeprefix("group:")  # a CSV group's study: "group:" + a salted hash
