@@ -487,6 +487,26 @@ def test_a_draft_cites_neighbour_sentences_that_open_marked(page, served: dict,
     assert f"study {first.study}" in page.locator("body").inner_text()
 
 
+@needs_browser
+def test_an_empty_index_is_said_on_every_page(browser, tmp_path: Path) -> None:
+    server, url, started = _start(["--index", str(tmp_path / "nothing-here")], tmp_path,
+                                  dict(os.environ))
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        tab = context.new_page()
+        for path in ("search", "study", "index"):
+            tab.goto(f"{url}/{path}")
+            notice = tab.get_by_role("alert").first
+            notice.wait_for(timeout=30_000)
+            assert "nothing-here" in notice.inner_text()
+    finally:
+        context.close()
+        server.terminate()
+        server.wait(timeout=30)
+        _stop_all(server)
+        _assert_nothing_left(url, started)
+
+
 # -- the study viewer on a real CT series --------------------------------------------------------
 
 
@@ -532,6 +552,8 @@ def test_the_viewer_pages_through_every_slice_in_every_window(page, served: dict
     assert len(positions) == 10 and "slice=11" in page.url
     page.get_by_role("button", name="‹", exact=True).click()  # previous slice
     page.get_by_text("slice 10 of 11", exact=False).first.wait_for(timeout=30_000)
+    slider.get_by_role("slider").press("ArrowLeft")  # the keyboard moves the slider too
+    page.get_by_text("slice 9 of 11", exact=False).first.wait_for(timeout=30_000)
 
     pictures = {}
     for window in ("lung", "bone", "brain"):
