@@ -77,8 +77,11 @@ def frame_values(path: str | Path, frame: int = 0) -> FrameValues | None:
     if unreadable."""
     from radsearch.reading import detect_kind
 
-    if detect_kind(Path(path)) == "nifti":
+    kind = detect_kind(Path(path))  # by content, as the indexer decided
+    if kind == "nifti":
         return _nifti_frame_values(Path(path), frame)
+    if kind != "dicom":
+        return None
     import pydicom
     from pydicom.errors import InvalidDicomError
 
