@@ -597,3 +597,17 @@ def test_windows_apply_to_original_values() -> None:
     assert lung.tolist() == [[59, 127, 236, 255, 0]]  # W1500 L-600: -1350 .. 150 HU
     inverted = apply_window(hounsfield, 40.0, 400.0, invert=True)
     assert inverted[0, 0] == 255 and inverted[0, 3] == 0
+
+
+def test_a_ct_frame_is_read_in_hounsfield_units_with_technical_facts_only(shared_data: Path) -> None:
+    from radsearch.previews import FACT_ATTRIBUTES, frame_values
+
+    first = sorted((shared_data / CT_SERIES).iterdir())[0]
+    frame = frame_values(first)
+    assert frame is not None and frame.values.shape == (512, 512)
+    assert frame.values.min() < -900 and frame.values.max() > 300  # air and bone, in HU
+    assert frame.position is not None and not frame.invert
+    assert set(frame.facts) <= {name for _, name in FACT_ATTRIBUTES}
+    assert frame.facts["modality"] == "CT" and frame.facts["rows"] == "512"
+    jpeg = next(sample_studies_path().rglob("*.jpg"))
+    assert frame_values(jpeg) is None  # shown as its preview
