@@ -221,6 +221,9 @@ def test_shared_data_manifests_follow_the_rules_for_honest_numbers(shared_data, 
     medpix = Counter(p.split for p in pairs["medpix2"])
     assert medpix["test"] == 200 and medpix["dev"] == 197  # the published split, complete
     assert 0 < medpix["train"] < 1653  # placeholder captions left out of train only
+    # Case texts (findings, diagnosis, history) are extra training texts: never on dev or test rows.
+    assert all(p.case_texts for p in pairs["medpix2"] if p.split == "train")
+    assert not any(p.case_texts for p in pairs["medpix2"] if p.split != "train")
     assert {p.split for p in pairs["vqa_rad"]} == {"train"}
     with open(shared_data / "vqa_rad" / "manifest_per_image.csv", newline="") as handle:
         held_out = {(shared_data / "vqa_rad" / r["image_path"]).resolve()

@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 from radsearch.encoders._radclip_weights import LOGIT_SCALE, load_weights
 from radsearch.encoders.radclip_mini import RadClipMini
 from radsearch.training.cli import eval_app, train_app
+from radsearch.training.images import read_images
+from radsearch.training.manifest import read_manifest
 from radsearch.training.radclip import RECIPES, customise, export_weights, prepare
 from radsearch.training.train import TrainConfig, embed_pairs, train
 
@@ -39,7 +41,8 @@ def test_exported_tuned_towers_reproduce_the_trained_model(tmp_path):
     # Both towers partly unlocked: the image tower's last stage and head, the last text layer.
     recipe = customise(RECIPES["text-tail"], text_layers=1, image_blocks=1)
     prepared = prepare(recipe, [manifest], device="cpu", cache_dir=tmp_path / "cache", seed=0)
-    assert prepared.train.frames.shape == (4, 224, 224)  # a tower that learns sees pixels
+    # The locked front runs once per view, through the cache: the last stage sees its activations.
+    assert prepared.train.image_features.shape == (3, 4, 192, 7, 7)
     config = TrainConfig(epochs=1, batch_size=4, lr=1e-2, tower_lr=1e-3)
     train(prepared.model, prepared.train, prepared.dev, config, tmp_path / "run")
     weights = export_weights(prepared.model, tmp_path / "radclip-mini.safetensors")
@@ -58,7 +61,8 @@ def test_exported_tuned_towers_reproduce_the_trained_model(tmp_path):
     dev = prepared.dev["pairs"]
     images, texts = embed_pairs(prepared.model, dev, config)
     # float16 storage: agreement to about 1e-3 in cosine.
-    assert np.abs(encoder.encode_images(dev.frames) - images).max() < 5e-3
+    frames = read_images([p.image for p in read_manifest(manifest) if p.split == "dev"], 224)
+    assert np.abs(encoder.encode_images(frames) - images).max() < 5e-3
     assert np.abs(encoder.encode_texts(list(dev.texts)) - texts).max() < 5e-3
 
 

@@ -23,7 +23,7 @@ COVID_DEV_PERCENT = 20
 _ORGANS = {"CHEST": "chest", "ABD": "abdomen", "HEAD": "head"}
 _VIEWS = {"PA": "PA view", "AP": "AP view", "AP Supine": "AP supine view", "L": "lateral view",
           "Axial": "axial", "Coronal": "coronal"}
-FIELDS = ("image_path", "text", "split", "group")
+FIELDS = ("image_path", "text", "split", "group", "case_texts")
 
 
 def build_manifests(data_root: Path, out_dir: Path) -> dict[str, Path]:
@@ -57,10 +57,21 @@ def _write(path: Path, rows: Iterable[dict]) -> Path:
 
 def _medpix2(source: Path) -> list[dict]:
     return [
-        {"image_path": r["image_path"], "text": r["text"], "split": r["split"], "group": r["case_id"]}
+        {"image_path": r["image_path"], "text": r["text"], "split": r["split"], "group": r["case_id"],
+         "case_texts": _case_texts(r) if r["split"] == "train" else ""}
         for r in _read(source / "manifest.csv")
         if not (r["split"] == "train" and r["weak_caption"] == "True")
     ]
+
+
+def _case_texts(row: dict) -> str:
+    """The case's findings, diagnosis and history, one a line, each led by the image's modality and
+    plane (the case texts speak of the case, not of this image)."""
+    lead = " ".join(v for v in (row["modality"], row["view"]) if v and v.lower() != "nan")
+    texts = [row["case_findings"], row["case_title"].rstrip(".") + "." if row["case_title"] else "",
+             row["case_history"]]
+    return "\n".join(f"{lead}: {' '.join(t.split())}" if lead else " ".join(t.split())
+                     for t in texts if t and t.strip() and t.strip().lower() != "nan")
 
 
 def _vqa_rad(source: Path) -> list[dict]:

@@ -38,7 +38,8 @@ def clip(
     manifest: ManifestOpt,
     out: Annotated[Path, typer.Option("--out", help="Folder for checkpoints, history and the weights")],
     recipe: Annotated[
-        str, typer.Option("--recipe", help="projections, text-tail or image-tail")
+        str, typer.Option("--recipe", help="projections, text-tail or image-tail; NAME+text adds "
+                          "the multi-positive loss, case texts and caption rewordings")
     ] = "projections",
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1)] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=2)] = None,
@@ -66,6 +67,18 @@ def clip(
         typer.Option("--views", min=1, help="Cached views per image with a locked image tower "
                      "(1: no augmentation)"),
     ] = None,
+    multi_positive: Annotated[
+        Optional[bool], typer.Option("--multi-positive/--single-positive",
+                                     help="One case's near-identical captions are not negatives")
+    ] = None,
+    case_texts: Annotated[
+        Optional[bool], typer.Option("--case-texts/--no-case-texts",
+                                     help="The manifest's case_texts as extra positive texts")
+    ] = None,
+    caption_variants: Annotated[
+        Optional[bool], typer.Option("--caption-variants/--no-caption-variants",
+                                     help="Rewordings of multi-sentence captions as extra positive texts")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: DeviceOpt = "cpu",
     precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16")] = "auto",
@@ -83,7 +96,9 @@ def clip(
     if recipe not in RECIPES:
         raise TrainingError(f"unknown recipe {recipe!r}; available: {', '.join(RECIPES)}")
     chosen = customise(RECIPES[recipe], lock_image=lock_image, lock_text=lock_text,
-                       image_blocks=image_blocks, text_layers=text_layers, views=views)
+                       image_blocks=image_blocks, text_layers=text_layers, views=views,
+                       multi_positive=multi_positive, case_texts=case_texts,
+                       caption_variants=caption_variants)
     given = dict(epochs=epochs, batch_size=batch_size, lr=lr, tower_lr=tower_lr)
     config = chosen.config(seed=seed, device=device, precision=precision,
                            **{k: v for k, v in given.items() if v is not None})
@@ -131,8 +146,59 @@ def retrieval(
     json_output: JsonOpt = False,
 ) -> None:
     """Image->text and text->image Recall@1/5/10 and median rank on a manifest split."""
-    from radsearch.encoders import DEFAULT_MODEL, create_model
     from radsearch.training.evaluate import evaluate_retrieval
+
+    name, pairs, encoder = _eval_inputs(manifest, split, model, weights, device)
+    metrics = evaluate_retrieval(encoder, pairs)
+    if json_output:
+        _print_json({"model": name, "split": split, **metrics})
+        return
+    typer.echo(f"{name} on {metrics['n']} {split} pairs (chance R@k = k/{metrics['n']})")
+    for direction in ("image_to_text", "text_to_image"):
+        m = metrics[direction]
+        typer.echo(f"  {direction.replace('_', ' '):14s} R@1 {m['R@1']:.3f}  R@5 {m['R@5']:.3f}  "
+                   f"R@10 {m['R@10']:.3f}  median rank {m['median_rank']:g}")
+
+
+@eval_app.command("findings")
+def findings(
+    manifest: ManifestOpt,
+    split: Annotated[str, typer.Option("--split", help="Rows of this split: train, dev or test (a "
+                                       "manifest without a split column: all its rows)")] = "test",
+    model: Annotated[Optional[str], typer.Option("--model", help="Embedding model (see `models`)")] = None,
+    weights: Annotated[
+        Optional[Path],
+        typer.Option("--weights", help="radclip-mini weights file [default: the shipped one]"),
+    ] = None,
+    min_positives: Annotated[
+        int, typer.Option("--min-positives", min=1, help="Query the findings with this many positive "
+                          "images or more")
+    ] = 3,
+    device: DeviceOpt = "cpu",
+    json_output: JsonOpt = False,
+) -> None:
+    """Findings retrieval: each finding the captions state (on enough images) as a text query;
+    precision@10 and average precision per finding, and their means (mAP)."""
+    from radsearch.training.findings_eval import TOP_K, evaluate_findings
+
+    name, pairs, encoder = _eval_inputs(manifest, split, model, weights, device)
+    metrics = evaluate_findings(encoder, pairs, min_positives=min_positives)
+    if json_output:
+        _print_json({"model": name, "split": split, **metrics})
+        return
+    typer.echo(f"{name} on {metrics['n']} {split} images: {metrics['findings']} findings with "
+               f">= {min_positives} positive images")
+    for finding, m in sorted(metrics["per_finding"].items(), key=lambda item: -item[1]["AP"]):
+        typer.echo(f"  {finding:28s} positives {m['positives']:3d}  P@{TOP_K} {m[f'P@{TOP_K}']:.3f}  "
+                   f"AP {m['AP']:.3f}")
+    if metrics["findings"]:
+        typer.echo(f"  mean P@{TOP_K} {metrics[f'mean_P@{TOP_K}']:.3f}  mAP {metrics['mAP']:.3f}")
+
+
+def _eval_inputs(manifest: list[Path], split: str, model: str | None, weights: Path | None,
+                 device: str):
+    """The model's name, the split's pairs and the encoder (``weights``: a radclip-mini file)."""
+    from radsearch.encoders import DEFAULT_MODEL, create_model
     from radsearch.training.manifest import ManifestError, read_manifests, select_eval_split
 
     name = model or DEFAULT_MODEL
@@ -144,18 +210,8 @@ def retrieval(
 
         if name != RadClipMini.name:
             raise ManifestError(f"--weights applies to {RadClipMini.name} only, not {name!r}")
-        encoder = RadClipMini(device, weights_file=weights)
-    else:
-        encoder = create_model(name, device=device)
-    metrics = evaluate_retrieval(encoder, pairs)
-    if json_output:
-        _print_json({"model": name, "split": split, **metrics})
-        return
-    typer.echo(f"{name} on {metrics['n']} {split} pairs (chance R@k = k/{metrics['n']})")
-    for direction in ("image_to_text", "text_to_image"):
-        m = metrics[direction]
-        typer.echo(f"  {direction.replace('_', ' '):14s} R@1 {m['R@1']:.3f}  R@5 {m['R@5']:.3f}  "
-                   f"R@10 {m['R@10']:.3f}  median rank {m['median_rank']:g}")
+        return name, pairs, RadClipMini(device, weights_file=weights)
+    return name, pairs, create_model(name, device=device)
 
 
 def _log(message: str) -> None:

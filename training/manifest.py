@@ -32,6 +32,7 @@ class Pair:
     group: str | None
     source: str  # the manifest's file stem, to evaluate each source on its own
     split_given: bool = True  # False: the manifest has no split column (``split`` is the default)
+    case_texts: tuple[str, ...] = ()  # the case's other texts (training only)
 
 
 def read_manifest(path: Path) -> list[Pair]:
@@ -58,8 +59,9 @@ def read_manifest(path: Path) -> list[Pair]:
                 raise ManifestError(f"{path}, row {line}: empty {image_column!r} or 'text'")
             split = (row.get("split") or "").strip().lower() or DEFAULT_SPLIT
             group = ((row.get(group_column) or "").strip() or None) if group_column else None
+            case_texts = tuple(t.strip() for t in (row.get("case_texts") or "").splitlines() if t.strip())
             pairs.append(Pair((path.parent / image).resolve(), text, split, group, path.stem,
-                              split_given="split" in columns))
+                              split_given="split" in columns, case_texts=case_texts))
     return pairs
 
 

@@ -46,17 +46,27 @@ class ClipModel(nn.Module):
 
 
 def contrastive_loss(
-    image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, scale: torch.Tensor
+    image_embeddings: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    scale: torch.Tensor,
+    positives: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric InfoNCE over a batch of aligned pairs (pair ``i`` is row ``i`` of both).
 
-    Identical captions in one batch (images of one case often share one) need no special case:
-    their embeddings are identical, and then one-hot targets give the same loss as splitting the
-    target between them.
+    ``positives`` (bool ``(B, B)``, image row, text column, the diagonal set) makes it
+    multi-positive: the target of each query is spread evenly over its positives, so two images of
+    one case with near-identical captions are not pushed apart as negatives. Without it, identical
+    captions need no special case: their embeddings are identical, and one-hot targets then give
+    the same loss as splitting the target between them.
     """
     logits = scale * image_embeddings.float() @ text_embeddings.float().T
-    targets = torch.arange(logits.shape[0], device=logits.device)
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+    if positives is None:
+        targets = torch.arange(logits.shape[0], device=logits.device)
+        return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+    weights = positives.to(device=logits.device, dtype=logits.dtype)
+    image_to_text = weights / weights.sum(dim=1, keepdim=True)
+    text_to_image = weights.T / weights.T.sum(dim=1, keepdim=True)
+    return (F.cross_entropy(logits, image_to_text) + F.cross_entropy(logits.T, text_to_image)) / 2
 
 
 def _linear(weight: torch.Tensor) -> nn.Linear:

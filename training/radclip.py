@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,6 +26,7 @@ from radsearch.encoders._radclip_weights import (
 )
 from radsearch.encoders.radclip_mini import RadClipMini
 from radsearch.training.augment import Augmentation
+from radsearch.training.captions import caption_variants, positive_groups
 from radsearch.training.data import PairData
 from radsearch.training.features import FeatureCache, image_features, text_features
 from radsearch.training.images import read_images
@@ -48,9 +50,13 @@ class Recipe:
     batch_size: int = 256
     lr: float = 1e-3
     tower_lr: float = 3e-5
+    multi_positive: bool = False  # one case's near-identical captions are not negatives
+    case_texts: bool = False  # the case's texts (manifest ``case_texts``) as extra positive texts
+    caption_variants: bool = False  # rewordings of multi-sentence captions as extra positive texts
 
     def config(self, **overrides) -> TrainConfig:
-        fields = dict(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, tower_lr=self.tower_lr)
+        fields = dict(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, tower_lr=self.tower_lr,
+                      multi_positive=self.multi_positive)
         return TrainConfig(**{**fields, **overrides})
 
 
@@ -62,10 +68,17 @@ RECIPES: dict[str, Recipe] = {
     ),
     "image-tail": Recipe(
         "text tower locked; the image tower's last stage and head, projections and temperature "
-        "learn (runs the image tower every step: slow on CPU)",
-        image_blocks=1, views=1, epochs=8, batch_size=64, tower_lr=1e-4,
+        "learn (the stages before it run once per view, through the feature cache)",
+        image_blocks=1, epochs=10, batch_size=128, tower_lr=1e-4,
     ),
 }
+# The same recipes with the text side used better: multi-positive loss, case texts, rewordings.
+_MORE_TEXT = dict(multi_positive=True, case_texts=True, caption_variants=True)
+RECIPES.update({
+    f"{name}+text": replace(recipe, description=recipe.description + "; multi-positive loss, case "
+                            "texts and caption rewordings as extra positive texts", **_MORE_TEXT)
+    for name, recipe in list(RECIPES.items())
+})
 
 
 @dataclass
@@ -77,7 +90,8 @@ class Prepared:
 
 def customise(recipe: Recipe, *, lock_image: bool | None = None, lock_text: bool | None = None,
               image_blocks: int | None = None, text_layers: int | None = None,
-              views: int | None = None) -> Recipe:
+              views: int | None = None, multi_positive: bool | None = None,
+              case_texts: bool | None = None, caption_variants: bool | None = None) -> Recipe:
     """A recipe with command-line choices applied (None keeps the recipe's own)."""
     changes: dict = {}
     if image_blocks is not None:
@@ -91,8 +105,10 @@ def customise(recipe: Recipe, *, lock_image: bool | None = None, lock_text: bool
     if lock_text is not None:
         unlocked = changes.get("text_layers", recipe.text_layers or 0)
         changes["text_layers"] = None if lock_text else unlocked
-    if views is not None:
-        changes["views"] = views
+    for name, value in (("views", views), ("multi_positive", multi_positive),
+                        ("case_texts", case_texts), ("caption_variants", caption_variants)):
+        if value is not None:
+            changes[name] = value
     return replace(recipe, **changes)
 
 
@@ -120,22 +136,45 @@ def prepare(
     image_tower = build_image_tower(device, recipe.image_blocks).eval()
     text_tower = build_text_tower(device, recipe.text_layers).eval()
 
+    # The image tower's front stays locked in every recipe but a fully unlocked one: its output
+    # (before the last stage, or before the stages that learn) is cached per view; a locked tail
+    # then runs once over the cache, a learning one every step.
+    trunk = None if recipe.image_blocks == 0 else image_tower.trunk(recipe.image_blocks or 1)
+
     def images(pairs: list[Pair], views: int) -> dict:
         paths = [p.image for p in pairs]
-        if recipe.image_blocks is not None:
+        if trunk is None:
             return {"frames": read_images(paths, RadClipMini.image_size), "augmentation": Augmentation()}
-        return {"image_features": image_features(
-            image_tower, paths, image_size=RadClipMini.image_size, views=views,
-            augmentation=Augmentation(), seed=seed, cache=cache, log=log)}
+        activations = image_features(
+            trunk, paths, image_size=RadClipMini.image_size, views=views,
+            augmentation=Augmentation(), seed=seed, cache=cache, log=log)
+        if recipe.image_blocks is not None:
+            return {"image_features": activations}
+        return {"image_features": _run_locked(image_tower, activations, device)}
 
-    def texts(pairs: list[Pair]) -> dict:
+    def texts(pairs: list[Pair], training: bool) -> dict:
         strings = [p.text for p in pairs]
+        out: dict = {"texts": strings}
+        if training and (recipe.case_texts or recipe.caption_variants):
+            out["options"] = [
+                (caption_variants(p.text) if recipe.caption_variants else [])
+                + (list(p.case_texts) if recipe.case_texts else [])
+                for p in pairs
+            ]
+        if training and recipe.multi_positive:
+            out["positive_groups"] = positive_groups(pairs)
         if recipe.text_layers is not None:
-            return {"texts": strings}
-        return {"texts": strings, "text_features": text_features(text_tower, strings, cache=cache)}
+            return out
+        out["text_features"] = text_features(text_tower, strings, cache=cache)
+        if "options" in out:
+            flat = [t for options in out["options"] for t in options]
+            vectors = text_features(text_tower, flat, cache=cache) if flat else np.zeros((0, 1))
+            offsets = np.cumsum([0] + [len(o) for o in out["options"]])
+            out["option_features"] = [vectors[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+        return out
 
-    train = PairData(**images(train_pairs, recipe.views), **texts(train_pairs))
-    dev = {name: PairData(**images(p, 1), **texts(p)) for name, p in dev_pairs.items()}
+    train = PairData(**images(train_pairs, recipe.views), **texts(train_pairs, True))
+    dev = {name: PairData(**images(p, 1), **texts(p, False)) for name, p in dev_pairs.items()}
     projections = initial_projections()
     model = ClipModel(
         nn.Identity() if recipe.image_blocks is None else image_tower,
@@ -144,6 +183,17 @@ def prepare(
         torch.from_numpy(projections[TEXT_PROJECTION]),
     )
     return Prepared(model, train, dev)
+
+
+def _run_locked(tower: ImageTower, activations: np.ndarray, device: str) -> np.ndarray:
+    """The locked tail of ``tower`` over cached trunk activations ``(views, N, ...)``."""
+    out = np.empty(activations.shape[:2] + (tower.net.num_features,), dtype=np.float32)
+    with torch.inference_mode():
+        for view in range(activations.shape[0]):
+            for start in range(0, activations.shape[1], 256):
+                batch = torch.from_numpy(activations[view, start : start + 256]).to(device)
+                out[view, start : start + len(batch)] = tower(batch).cpu().numpy()
+    return out
 
 
 def export_weights(model: ClipModel, path: Path, metadata: dict[str, str] | None = None) -> Path:

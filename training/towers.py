@@ -26,6 +26,9 @@ class ImageTower(nn.Module):
     def __init__(self, net: nn.Module, trainable_blocks: int | None = None) -> None:
         super().__init__()
         self.net = net
+        # None: forward takes pixels. An int: forward takes the activations entering this stage
+        # (the output of ``trunk()``), so a locked front runs once, through the feature cache.
+        self.first_block: int | None = None
         # RadClipMini's normalisation, on 0..255 pixels.
         mean = torch.tensor(RadClipMini.mean).view(1, 3, 1, 1) * 255
         std = torch.tensor(RadClipMini.std).view(1, 3, 1, 1) * 255
@@ -47,10 +50,39 @@ class ImageTower(nn.Module):
         self.net.eval()  # frozen BatchNorm statistics, see the class docstring
         return self
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         rgb = pixels.unsqueeze(1).expand(-1, 3, -1, -1).float()
-        x = ((rgb - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        return self.net(x).float()
+        return ((rgb - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+
+    def trunk(self, tail_blocks: int) -> ImageTrunk:
+        """The front of the tower, up to its last ``tail_blocks`` stages; from now on ``forward``
+        takes that front's output. Those stages and the head stay here."""
+        self.first_block = len(self.net.blocks) - tail_blocks
+        return ImageTrunk(self, self.first_block)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.first_block is None:
+            return self.net(self.normalise(inputs)).float()
+        x = inputs.float().contiguous(memory_format=torch.channels_last)
+        x = self.net.bn2(self.net.conv_head(self.net.blocks[self.first_block:](x)))
+        return self.net.forward_head(x).float()
+
+
+class ImageTrunk(nn.Module):
+    """uint8 ``(N, S, S)`` -> the activations entering stage ``first_block`` of a tower (locked).
+
+    Its state dict is the front's weights only, so its feature-cache key differs from the whole
+    tower's and from a trunk cut elsewhere."""
+
+    def __init__(self, tower: ImageTower, first_block: int) -> None:
+        super().__init__()
+        self._normalise = tower.normalise  # a bound method: the tower is not a submodule here
+        self.conv_stem, self.bn1 = tower.net.conv_stem, tower.net.bn1
+        self.blocks = tower.net.blocks[:first_block]
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.bn1(self.conv_stem(self._normalise(pixels)))
+        return self.blocks(x).float().contiguous()
 
 
 class TextTower(nn.Module):

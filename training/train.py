@@ -46,6 +46,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"  # auto: fp16 autocast on CUDA, fp32 elsewhere
     device: str = "cpu"
+    multi_positive: bool = False  # the pairs' positive groups are not each other's negatives
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ def embed_pairs(model: ClipModel, data: PairData, config: TrainConfig) -> tuple[
             indices = np.arange(start, min(start + config.batch_size, len(data)))
             # .float(): under autocast the projections may answer in half precision.
             images.append(model.embed_images(data.image_inputs(indices, None, config.device)).float().cpu())
-            texts.append(model.embed_texts(data.text_inputs(indices, config.device)).float().cpu())
+            texts.append(model.embed_texts(data.text_inputs(indices, config.device)[0]).float().cpu())
     return torch.cat(images).numpy(), torch.cat(texts).numpy()
 
 
@@ -155,8 +156,11 @@ def _train_epoch(model, data, optimizer, schedule, config, epoch, steps) -> floa
     for indices in _epoch_batches(data, min(config.batch_size, len(data)), steps, generator):
         with _autocast(config):
             images = model.embed_images(data.image_inputs(indices, generator, config.device))
-            texts = model.embed_texts(data.text_inputs(indices, config.device))
-            loss = contrastive_loss(images, texts, model.scale())
+            inputs, strings = data.text_inputs(indices, config.device, generator)
+            texts = model.embed_texts(inputs)
+            positives = (torch.from_numpy(data.positives(indices, strings))
+                         if config.multi_positive else None)
+            loss = contrastive_loss(images, texts, model.scale(), positives)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
