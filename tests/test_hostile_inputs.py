@@ -327,7 +327,9 @@ def _index_as_unprivileged(root: Path, index: Path, home: Path) -> dict:
     if prefix is None:
         pytest.skip("running as root and neither setpriv nor runuser can switch to nobody: "
                     "root reads files whatever their permissions")
-    env = {**os.environ, "HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # The run's hash keys live in its own home: nobody cannot reach the suite's key folder.
+    env = {**os.environ, "HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "RADSEARCH_KEY_DIR": str(home / "keys")}
     run = subprocess.run(
         [*prefix, sys.executable, "-c", _RUN_INDEX, str(root), str(index), TINY],
         capture_output=True, text=True, env=env, cwd=home, timeout=300,
