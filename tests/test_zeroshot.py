@@ -146,3 +146,15 @@ def test_eval_zeroshot_cli_on_a_real_manifest(tmp_path, shared_data):
     assert data["n"] == 12
     assert {"accuracy", "balanced_accuracy", "macro_auc"} <= set(data)
     assert sum(map(sum, data["confusion_matrix"])) == 12
+    # --weights: a radclip-mini weights file, the same figures as the shipped model from its file;
+    # refused for another model.
+    from radsearch.encoders._radclip_weights import WEIGHTS_FILE
+
+    base = ["eval", "zeroshot", "--manifest", str(manifest), "--label-column", "modality",
+            "--split", "test", "--json"]
+    shipped = json.loads(CliRunner().invoke(app, base).output)
+    from_file = CliRunner().invoke(app, base + ["--weights", str(WEIGHTS_FILE)])
+    assert from_file.exit_code == 0, from_file.exception
+    assert json.loads(from_file.output)["accuracy"] == shipped["accuracy"]
+    refused = CliRunner().invoke(app, base + ["--model", "hashing-tiny", "--weights", str(WEIGHTS_FILE)])
+    assert refused.exit_code != 0

@@ -25,6 +25,10 @@ def zeroshot(
     ] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Only rows of this split")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Embedding model")] = None,
+    weights: Annotated[
+        Optional[Path],
+        typer.Option("--weights", help="radclip-mini weights file [default: the shipped one]"),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """Zero-shot accuracy, balanced accuracy, macro AUC and confusion matrix on a manifest."""
@@ -34,7 +38,7 @@ def zeroshot(
     classes = [label.strip() for label in labels.split(",")] if labels else None
     result = evaluate_zeroshot(manifest, label_column, labels=classes, label_set=label_set,
                                finding=finding,
-                               split=split, model=model or DEFAULT_MODEL)
+                               split=split, model=model or DEFAULT_MODEL, weights=weights)
     if json_output:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
