@@ -632,7 +632,10 @@ def main() -> None:
     from radsearch.errors import IndexOutOfStepWarning
 
     # A crash in native code (a signal such as SIGBUS) is at least named, never silent.
-    faulthandler.enable()
+    try:
+        faulthandler.enable()
+    except (AttributeError, ValueError):  # stderr is not a file (captured, embedded): no report
+        pass
     shown = warnings.showwarning
 
     def show_warning(message, category, *args, **kwargs) -> None:

@@ -265,6 +265,7 @@ def _card_studies(page, key: str, count: int) -> list[str]:
     """The studies the cards open, in order (from their title links), once the page has settled."""
     from urllib.parse import parse_qs, urlparse
 
+    _cards(page, key, count)
     _settled(page)
     studies = []
     for card in _cards(page, key, count):
@@ -475,10 +476,10 @@ def test_a_draft_cites_neighbour_sentences_that_open_marked(page, served: dict,
     expected = radsearch.draft(study, index=served["index"], k=3)
     cited = next(s for s in expected.sentences if s.citations)
     _open(page, served, f"draft?{urlencode({'ref': study, 'k': 3})}")
+    page.get_by_text(cited.text, exact=True).first.wait_for(timeout=LOAD_S * 1000)
     _settled(page)
     sentences = page.locator("[class*='st-key-draft-sentence-']")
     assert sentences.count() == len(expected.sentences)
-    page.get_by_text(cited.text, exact=True).first.wait_for(timeout=30_000)
     _shot(page, screenshots, served, "draft")
     first = cited.citations[0]  # the first link on the page: the first sentence with citations
     page.locator("a.citation").first.click()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -68,6 +69,12 @@ def study_page() -> None:
                              detail.study_date), anchor=False)
     st.text(f"date {detail.study_date or '-'}   {' '.join(modalities)}   "
             f"{len(detail.series)} series   study {detail.study}")
+    links = "   ".join(
+        f'<a class="study-action" href="{html.escape(path)}?{html.escape(urlencode({"ref": detail.study}))}" '
+        f'target="_self">{name}</a>'
+        for path, name in (("similar", "Similar cases"), ("classify", "Classify"),
+                           ("draft", "Draft a report")))
+    st.markdown(links, unsafe_allow_html=True)
     for keyword, values in detail.identifiers.items():  # --keep-phi indexes only
         st.text(f"{keyword}: {' | '.join(values)}")
     if not detail.series:
