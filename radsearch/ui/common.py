@@ -39,6 +39,15 @@ def index_only() -> dict[str, Any]:
     return {"index": settings()["index"]}
 
 
+def catalog_stamp() -> float:
+    """When the catalog last changed (its write-ahead log included): part of every cache key, so
+    what a new run indexed is shown."""
+    index = Path(index_only()["index"])
+    stamps = [path.stat().st_mtime for path in (index / "catalog.sqlite", index / "catalog.sqlite-wal")
+              if path.exists()]
+    return max(stamps, default=0.0)
+
+
 def attempt(call: Callable[[], T], *, hide: dict[str, str] | None = None) -> T | None:
     """Run a library call; its one-line error is shown on the page instead of a traceback, with
     each key of ``hide`` (a server-side temporary path) replaced by its value (the upload's name)."""

@@ -10,21 +10,21 @@ from urllib.parse import urlencode
 import streamlit as st
 
 import radsearch
-from radsearch.ui.common import HIGHLIGHT, attempt, index_only
-from radsearch.ui.pages import URL, catalog_stamp, in_temporary_folder
+from radsearch.ui.common import HIGHLIGHT, attempt, catalog_stamp, index_only
+from radsearch.ui.pages import ANSWER_TTL, URL, in_temporary_folder
 
 
 def citation_url(study: str, sentence: str) -> str:
     return f"study?{urlencode({'study': study, HIGHLIGHT: sentence})}"
 
 
-@st.cache_data(max_entries=64, show_spinner="Drafting ...")
+@st.cache_data(max_entries=64, ttl=ANSWER_TTL, show_spinner="Drafting ...")
 def _draft(ref: str, k: int, drafter: str, stamp: float) -> Any:
     del stamp
     return radsearch.draft(ref, k=k, drafter=drafter, **index_only())
 
 
-@st.cache_data(max_entries=16, show_spinner="Drafting ...")
+@st.cache_data(max_entries=16, ttl=ANSWER_TTL, show_spinner="Drafting ...")
 def _draft_upload(name: str, data: bytes, k: int, drafter: str, stamp: float) -> Any:
     del stamp
     return in_temporary_folder(name, data, lambda path: radsearch.draft(

@@ -14,11 +14,12 @@ import radsearch
 from radsearch.filters import Filters
 from radsearch.label_sets import LABEL_SETS
 from radsearch.previews import image_preview, split_image_ref
-from radsearch.ui.common import attempt, index_only, settings
+from radsearch.ui.common import attempt, catalog_stamp, index_only, settings
 from radsearch.ui.overview import index_overview
 from radsearch.ui.results import PAGE_SIZE, results_grid
 
 URL = "query-params"  # bind a widget to the URL parameter named by its key
+ANSWER_TTL = 300  # seconds an answer is reused: a remote back end changes without the catalog
 CHEST_RADIOGRAPHS = {"CR", "DX", "XRAY", "X-RAY", "DR"}
 SET_NOTES = {
     "chexpert": "chexpert: 14 findings of chest radiographs",
@@ -28,12 +29,6 @@ SET_NOTES = {
 }
 CHEXPERT_NOTE = ("CheXpert's findings describe chest radiographs (CR/DX): on CT, MR or other "
                  "images their probabilities mean little.")
-
-
-def catalog_stamp() -> float:
-    """The catalog's modification time: part of every cache key, so a re-indexed study is new."""
-    catalog = Path(index_only()["index"]) / "catalog.sqlite"
-    return catalog.stat().st_mtime if catalog.exists() else 0.0
 
 
 def filters_form() -> Filters | None:
@@ -54,7 +49,7 @@ def filters_form() -> Filters | None:
 # -- text search ------------------------------------------------------------------------------
 
 
-@st.cache_data(max_entries=256, show_spinner="Searching ...")
+@st.cache_data(max_entries=256, ttl=ANSWER_TTL, show_spinner="Searching ...")
 def _search(text: str, k: int, target: str, filters: Filters, stamp: float) -> Any:
     del stamp
     return radsearch.search(text, k=k, target=target, filters=filters, **settings())
@@ -98,13 +93,13 @@ def in_temporary_folder(name: str, data: bytes, call: Any) -> Any:
         return attempt(lambda: call(path), hide={str(path): Path(name).name, folder: "upload"})
 
 
-@st.cache_data(max_entries=64, show_spinner="Finding similar cases ...")
+@st.cache_data(max_entries=64, ttl=ANSWER_TTL, show_spinner="Finding similar cases ...")
 def _similar(query: str, k: int, filters: Filters, stamp: float) -> Any:
     del stamp
     return radsearch.similar(query, k=k, filters=filters, **settings())
 
 
-@st.cache_data(max_entries=16, show_spinner="Finding similar cases ...")
+@st.cache_data(max_entries=16, ttl=ANSWER_TTL, show_spinner="Finding similar cases ...")
 def _similar_upload(name: str, data: bytes, k: int, filters: Filters, stamp: float) -> Any:
     del stamp
     return in_temporary_folder(name, data, lambda path: (
@@ -177,7 +172,7 @@ def _chexpert_note(label_set: str | None, label: str, modality: str | None) -> N
             st.caption(CHEXPERT_NOTE)
 
 
-@st.cache_data(max_entries=64, show_spinner="Finding studies ...")
+@st.cache_data(max_entries=64, ttl=ANSWER_TTL, show_spinner="Finding studies ...")
 def _label_query(label: str, min_prob: float, labels: str | None, label_set: str | None,
                  filters: Filters, limit: int | None, stamp: float) -> Any:
     del stamp
@@ -226,7 +221,7 @@ def label_page() -> None:
 # -- zero-shot classification -----------------------------------------------------------------
 
 
-@st.cache_data(max_entries=64, show_spinner="Classifying ...")
+@st.cache_data(max_entries=64, ttl=ANSWER_TTL, show_spinner="Classifying ...")
 def _classify(ref: str, labels: str | None, label_set: str | None, findings: bool,
               stamp: float) -> Any:
     del stamp
@@ -235,7 +230,7 @@ def _classify(ref: str, labels: str | None, label_set: str | None, findings: boo
     return result, _query_picture(ref)
 
 
-@st.cache_data(max_entries=16, show_spinner="Classifying ...")
+@st.cache_data(max_entries=16, ttl=ANSWER_TTL, show_spinner="Classifying ...")
 def _classify_upload(name: str, data: bytes, labels: str | None, label_set: str | None,
                      findings: bool, stamp: float) -> Any:
     del stamp

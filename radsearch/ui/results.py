@@ -13,7 +13,7 @@ import streamlit as st
 
 import radsearch
 from radsearch.errors import RadsearchError
-from radsearch.ui.common import index_only, show_thumbnail, study_url
+from radsearch.ui.common import catalog_stamp, index_only, show_thumbnail, study_url
 
 CARDS_PER_ROW = 4
 TITLE_WORDS = 6
@@ -52,10 +52,7 @@ def report_of(index: str, study: str, modified: float) -> str | None:
 
 
 def _report(study: str) -> str | None:
-    index = Path(index_only()["index"])
-    catalog = index / "catalog.sqlite"
-    modified = catalog.stat().st_mtime if catalog.exists() else 0.0
-    return report_of(str(index), study, modified)
+    return report_of(str(index_only()["index"]), study, catalog_stamp())
 
 
 def results_grid(hits: Sequence[Any], score_label: str, score: Callable[[Any], float],

@@ -14,7 +14,7 @@ import streamlit as st
 import radsearch
 from radsearch.previews import FrameValues, apply_window, image_preview, split_image_ref
 from radsearch.reading.prepare import NAMED_CT_WINDOWS
-from radsearch.ui.common import HIGHLIGHT, attempt, decoded_frame, index_only
+from radsearch.ui.common import HIGHLIGHT, attempt, catalog_stamp, decoded_frame, index_only
 from radsearch.ui.results import study_title
 
 CT_PRESETS = ("lung", "mediastinum", "bone", "brain", "abdomen")  # W/L in HU: reading.prepare
@@ -56,10 +56,7 @@ def study_page() -> None:
     if not ref:
         st.info("Open a study from a result, or give its key, one of its UIDs or a file.")
         return
-    index = Path(index_only()["index"])
-    catalog = index / "catalog.sqlite"
-    detail = attempt(lambda: _show(str(index), ref,
-                                   catalog.stat().st_mtime if catalog.exists() else 0.0))
+    detail = attempt(lambda: _show(str(index_only()["index"]), ref, catalog_stamp()))
     if detail is None:
         return
     modalities = sorted({s.modality for s in detail.series if s.modality})
