@@ -521,6 +521,8 @@ def inspect_store(directory: Path, *, thorough: bool = False) -> StoreView | Non
                 problem = quick_check(conn)
                 if problem is not None:
                     raise StoreDamagedError(f"{path} is damaged ({problem})")
+            if conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0:
+                return None  # created by a run killed before it wrote the schema: nothing yet
             meta = dict(conn.execute("SELECT key, value FROM meta"))
             counts = dict(conn.execute(
                 "SELECT c.name, (SELECT COUNT(*) FROM points AS p WHERE p.collection = c.name) "
