@@ -66,7 +66,7 @@ def study_page() -> None:
                              detail.study_date), anchor=False)
     st.text(f"date {detail.study_date or '-'}   {' '.join(modalities)}   "
             f"{len(detail.series)} series   study {detail.study}")
-    links = "   ".join(
+    links = " · ".join(
         f'<a class="study-action" href="{html.escape(path)}?{html.escape(urlencode({"ref": detail.study}))}" '
         f'target="_self">{name}</a>'
         for path, name in (("similar", "Similar cases"), ("classify", "Classify"),
