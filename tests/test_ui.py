@@ -332,6 +332,10 @@ def test_a_click_on_a_result_opens_the_study(page, served: dict, screenshots: Pa
     assert "/study?study=" in page.url
     page.go_back()  # Back returns to the results
     assert _card_studies(page, "search", len(expected.hits)) == [h.study for h in expected.hits]
+    page.locator("a.nav-link", has_text="Index").click()  # another page, from the side bar
+    page.get_by_role("heading", name="Index", level=1).wait_for(timeout=30_000)
+    page.go_back()  # and Back to the same question
+    assert _card_studies(page, "search", len(expected.hits)) == [h.study for h in expected.hits]
     _shot(page, screenshots, served, "study-report")
 
 

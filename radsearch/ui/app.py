@@ -33,9 +33,13 @@ PAGES = {
 # "/" shows text search too; every page, text search included, also has its own path.
 home = st.Page(lambda: search_page(), title="radsearch", url_path="", default=True)
 navigation = st.navigation([home, *PAGES.values()], position="hidden")
-with st.sidebar:
-    st.markdown("**radsearch**")
-    for page in PAGES.values():
-        st.page_link(page)
+# Plain links (each page loads anew from its address): Back then returns to the exact question.
+# Streamlit's own page links drop or carry over the bound URL fields in the browser's history.
+current = navigation.url_path or "search"
+st.sidebar.markdown("**radsearch**")
+st.sidebar.markdown("<br>".join(
+    f'<a class="nav-link" href="{page.url_path}" target="_self">'
+    f'{"<b>" + page.title + "</b>" if page.url_path == current else page.title}</a>'
+    for page in PAGES.values()), unsafe_allow_html=True)
 empty_index_notice()
 navigation.run()
