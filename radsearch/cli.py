@@ -592,7 +592,8 @@ def ui(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to serve on")] = 8501,
 ) -> None:
     """The explorer in the browser: text search, similar cases, label queries, zero-shot
-    classification, studies and index statistics (needs the ui extra)."""
+    classification, report drafts, a study viewer (slices, windows) and index statistics (needs
+    the ui extra). Stopping this command stops its server."""
     from radsearch.ui import serve
 
     err.print(f"radsearch explorer on http://{host}:{port} (Ctrl+C stops it)", highlight=False)
