@@ -183,8 +183,9 @@ def test_no_checkpoint_loader_can_unpickle_code():
 
 # --- nothing listens ------------------------------------------------------------------------------
 
-# A script a launcher serves (it never binds itself): the launcher must name the address.
-_LAUNCHED_BY = {"app.py": "__init__.py"}  # radsearch/ui: the Streamlit app and `serve`
+# The explorer's pages (radsearch/ui/*) are served by its launcher (ui/__init__.py: `serve`) and
+# never bind themselves: the launcher must name the address.
+_LAUNCHER = "__init__.py"
 _SERVER_MODULES = {"socketserver", "http.server", "wsgiref.simple_server", "xmlrpc.server",
                    "multiprocessing.connection", "uvicorn", "flask", "fastapi", "aiohttp",
                    "tornado", "streamlit", "gradio", "bottle"}
@@ -206,8 +207,7 @@ def test_anything_that_listens_binds_to_localhost_by_default():
                 node.func.attr in ("listen", "serve_forever", "start_server", "create_server")
             if listens or any(name.split(".")[0] in _SERVER_MODULES or name in _SERVER_MODULES
                               for name in names):
-                listeners.append(path.with_name(_LAUNCHED_BY[path.name])
-                                 if path.parent.name == "ui" and path.name in _LAUNCHED_BY else path)
+                listeners.append(path.with_name(_LAUNCHER) if path.parent.name == "ui" else path)
         if "0.0.0.0" in source or "'::'" in source or '"::"' in source:
             everywhere.append(path)
     assert everywhere == []
