@@ -58,11 +58,13 @@ def run_cli(args: list[str], capfd) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_registry_lists_the_drafters() -> None:
+def test_registry_lists_the_drafters(capfd) -> None:
     infos = {info.name: info for info in list_drafters()}
     assert set(DRAFTERS) <= set(infos) and infos["retrieval"].default
     with pytest.raises(RadsearchError, match="unknown drafter"):
         create_drafter("nope")
+    code, out, _ = run_cli(["drafters", "--json"], capfd)
+    assert code == 0 and {d["name"] for d in json.loads(out)} == set(infos)
 
 
 @pytest.mark.parametrize("name", DRAFTERS)

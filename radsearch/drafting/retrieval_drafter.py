@@ -31,12 +31,15 @@ from radsearch.drafting.text import normalise
 
 @dataclass(frozen=True)
 class RetrievalSettings:
-    temperature: float = 0.05  # softmax of neighbour image scores into weights
+    """Chosen on tuning data only (medpix2 dev, a part of covid_cxr train):
+    benchmarks/tune_report_drafter.py and docs/drafting.md."""
+
+    temperature: float = 0.2  # softmax of neighbour image scores into weights
     agreement: float = 1.0  # weight of agreement among neighbours in a sentence's score
     image: float = 1.0  # weight of image-sentence similarity
     agree_from: float = 0.7  # text cosine below which another neighbour does not agree at all
     duplicate_from: float = 0.9  # text cosine from which two sentences are the same
-    length: float = 1.0  # draft length relative to the neighbours' (weighted mean per section)
+    length: float = 1.3  # draft length relative to the neighbours' (weighted mean per section)
 
 
 @dataclass
