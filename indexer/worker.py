@@ -31,6 +31,9 @@ class ReadTask:
     salt: str
     ct_windows: tuple[CtWindow, ...] = ()  # the index's CT rendering (empty: grayscale)
     keep_phi: bool = False  # also read the identifiers `--keep-phi` stores (reading.phi)
+    # A local copy to read instead of ``path``, deleted once read: an instance fetched from a PACS,
+    # whose ``path`` is its key in the catalog (indexer.dicomweb)
+    read_path: str | None = None
 
 
 @dataclass
@@ -85,8 +88,17 @@ def file_sha256(path: str) -> str:
 
 def read_one(task: ReadTask) -> ReadOutcome:
     """Hash the file; when its content is new, decode it. Never raises for a bad file."""
+    if task.read_path is None:
+        return _read(task, task.path)
     try:
-        sha256 = file_sha256(task.path)
+        return _read(task, task.read_path)
+    finally:
+        Path(task.read_path).unlink(missing_ok=True)
+
+
+def _read(task: ReadTask, source: str) -> ReadOutcome:
+    try:
+        sha256 = file_sha256(source)
     except PermissionError:
         return ReadOutcome(task.path, "failed", reason="unreadable: permission denied")
     except OSError as error:
@@ -94,7 +106,7 @@ def read_one(task: ReadTask) -> ReadOutcome:
     if sha256 == task.previous_sha256:
         return ReadOutcome(task.path, "unchanged", sha256=sha256)
     try:
-        result = read_file(Path(task.path), image_size=task.image_size, salt=task.salt,
+        result = read_file(Path(source), image_size=task.image_size, salt=task.salt,
                            ct_windows=task.ct_windows)
     except SkipFile as skip:
         return ReadOutcome(task.path, "skipped", sha256=sha256, reason=str(skip))
@@ -109,5 +121,5 @@ def read_one(task: ReadTask) -> ReadOutcome:
         text = " ".join(str(error).split())[:200]
         reason = f"unexpected {type(error).__name__}" + (f": {text}" if text else "")
         return ReadOutcome(task.path, "failed", sha256=sha256, reason=reason)
-    identifiers = read_identifiers(task.path) if task.keep_phi and result.kind == "dicom" else None
+    identifiers = read_identifiers(source) if task.keep_phi and result.kind == "dicom" else None
     return ReadOutcome(task.path, "read", sha256=sha256, result=result, identifiers=identifiers)

@@ -1,0 +1,165 @@
+"""Indexing a PACS over DICOMweb, against a real Orthanc started on 127.0.0.1 for each test."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from radsearch.errors import RadsearchError
+from radsearch.indexer import index_folder
+from radsearch.indexer.dicomweb import PacsUnavailable
+from radsearch.indexer.pacs import index_pacs
+from tests.orthanc_server import PASSWORD, USER, OrthancServer
+
+pytest.importorskip("dicomweb_client", reason="the pacs extra (dicomweb-client) is not installed")
+
+TINY = "hashing-tiny"
+# Series of distinct studies, in several transfer syntaxes (RLE, JPEG 2000, implicit VR).
+FIRST = ("generic/compressed_rle/001", "generic/rgb/001", "hitachi/anatomical/001")
+ADDED = "philips/anatomical/001"
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path, monkeypatch):
+    server = OrthancServer(tmp_path / "orthanc")
+    server.start()
+    monkeypatch.setenv("RADSEARCH_DICOMWEB_USER", USER)
+    monkeypatch.setenv("RADSEARCH_DICOMWEB_PASSWORD", PASSWORD)
+    # Both indexes of a comparison hash UIDs with one key, so that their study keys agree.
+    monkeypatch.setenv("RADSEARCH_KEY", "k" * 64)
+    yield server
+    process = server.process
+    server.stop()
+    assert process is None or process.poll() is not None
+
+
+def _series_files(shared_data: Path, folder: str) -> list[Path]:
+    return sorted((shared_data / "dicom_series" / "dicom2nifti" / folder).iterdir())
+
+
+@pytest.fixture
+def first_files(shared_data: Path) -> list[Path]:
+    from pydicom.data import get_testdata_file
+
+    files = [path for folder in FIRST for path in _series_files(shared_data, folder)]
+    return files + [Path(get_testdata_file("CT_small.dcm"))]
+
+
+def _copy(files: list[Path], folder: Path) -> Path:
+    for number, path in enumerate(files):
+        target = folder / f"{number:03d}_{path.parent.name}" / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    return folder
+
+
+def _contents(index: Path) -> dict:
+    """What an index holds, independent of where its files came from."""
+    conn = sqlite3.connect(index / "catalog.sqlite")
+    try:
+        rows = conn.execute(
+            "SELECT studies.key, series.key, images.instance_number, images.frame, vectors.vec "
+            "FROM images JOIN studies ON studies.id = images.study_id "
+            "JOIN series ON series.id = images.series_id "
+            "JOIN vectors ON vectors.collection = 'images' AND vectors.ref_id = images.id "
+            "ORDER BY 1, 2, 3, 4").fetchall()
+        studies = conn.execute("SELECT key FROM studies ORDER BY key").fetchall()
+        files = conn.execute("SELECT status, COUNT(*) FROM files GROUP BY status").fetchall()
+    finally:
+        conn.close()
+    return {"studies": [row[0] for row in studies], "files": dict(files),
+            "images": [(row[0], row[1], row[2], row[3]) for row in rows],
+            "vectors": [np.frombuffer(row[4], dtype=np.float32) for row in rows]}
+
+
+def _same(first: dict, second: dict) -> None:
+    assert first["images"] and first["studies"] == second["studies"]
+    assert first["files"] == second["files"]
+    assert first["images"] == second["images"]
+    assert len(first["vectors"]) == len(second["vectors"])
+    for one, other in zip(first["vectors"], second["vectors"]):
+        np.testing.assert_array_equal(one, other)
+
+
+def test_pacs_index_equals_disk_index_and_is_incremental(orthanc, first_files, shared_data,
+                                                         tmp_path):
+    orthanc.upload(first_files)
+    pacs_index, disk_index = tmp_path / "pacs-index", tmp_path / "disk-index"
+    summary = index_pacs(orthanc.dicomweb, index=pacs_index, model=TINY, workers=0)
+    assert summary.indexed == len(first_files) and summary.failed == 0
+    disk = _copy(first_files, tmp_path / "disk")
+    index_folder(disk, index=disk_index, model=TINY, workers=0)
+    _same(_contents(pacs_index), _contents(disk_index))
+
+    # No UID in clear anywhere in the catalog's files table.
+    conn = sqlite3.connect(pacs_index / "catalog.sqlite")
+    paths = [row[0] for row in conn.execute("SELECT path FROM files")]
+    conn.close()
+    uids = {pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID for path in first_files}
+    assert not any(uid in path for uid in uids for path in paths)
+
+    again = index_pacs(orthanc.dicomweb, index=pacs_index, model=TINY, workers=0)
+    assert again.indexed == 0 and again.unchanged == len(first_files)
+
+    added = _series_files(shared_data, ADDED)
+    orthanc.upload(added)
+    third = index_pacs(orthanc.dicomweb, index=pacs_index, model=TINY, workers=0)
+    assert third.indexed == len(added) and third.unchanged == len(first_files)
+    index_folder(_copy(added, tmp_path / "disk" / "added"), index=disk_index, model=TINY, workers=0)
+    _same(_contents(pacs_index), _contents(disk_index))
+
+
+def test_prune_removes_a_study_deleted_from_the_pacs(orthanc, first_files, tmp_path):
+    orthanc.upload(first_files)
+    index = tmp_path / "index"
+    index_pacs(orthanc.dicomweb, index=index, model=TINY, workers=0)
+    gone = pydicom.dcmread(first_files[0], stop_before_pixels=True).StudyInstanceUID
+    in_gone = sum(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID == gone
+                  for path in first_files)
+    orthanc.delete_study(gone)
+    kept = index_pacs(orthanc.dicomweb, index=index, model=TINY, workers=0)
+    assert kept.missing == in_gone and kept.removed == 0
+    pruned = index_pacs(orthanc.dicomweb, index=index, model=TINY, workers=0, prune=True)
+    assert pruned.removed == in_gone
+    assert len(_contents(index)["studies"]) == len(FIRST)  # CT_small's study is left
+
+
+def test_a_run_whose_server_dies_is_finished_by_the_next(orthanc, first_files, tmp_path):
+    orthanc.upload(first_files)
+    index = tmp_path / "index"
+
+    def kill_after_four(progress):
+        if progress.done == 4 and orthanc.process is not None:
+            orthanc.kill()
+
+    with pytest.raises(PacsUnavailable, match="run again"):
+        index_pacs(orthanc.dicomweb, index=index, model=TINY, workers=0, concurrency=1,
+                   attempts=2, backoff_s=0.05, on_progress=kill_after_four)
+    done_before = _contents(index)["files"].get("indexed", 0)
+    assert 4 <= done_before < len(first_files)
+    orthanc.start()  # the same storage: the archive is back
+    resumed = index_pacs(orthanc.dicomweb, index=index, model=TINY, workers=0)
+    assert resumed.indexed == len(first_files) - done_before
+    disk_index = tmp_path / "disk-index"
+    index_folder(_copy(first_files, tmp_path / "disk"), index=disk_index, model=TINY, workers=0)
+    _same(_contents(index), _contents(disk_index))
+
+
+def test_filters_and_refusals_are_one_line(orthanc, first_files, tmp_path, monkeypatch):
+    orthanc.upload(first_files)
+    index = tmp_path / "index"
+    ct = index_pacs(orthanc.dicomweb, index=index, model=TINY, workers=0, modality="CT")
+    assert ct.indexed == 1
+    with pytest.raises(RadsearchError, match="no study matches --since 2999-01-01"):
+        index_pacs(orthanc.dicomweb, index=index, model=TINY, workers=0, since="2999-01-01")
+    with pytest.raises(RadsearchError, match="needs the whole archive"):
+        index_pacs(orthanc.dicomweb, index=index, model=TINY, workers=0, modality="CT", prune=True)
+    monkeypatch.setenv("RADSEARCH_DICOMWEB_PASSWORD", "wrong")
+    with pytest.raises(RadsearchError, match="refused") as refused:
+        index_pacs(orthanc.dicomweb, index=index, model=TINY, workers=0)
+    assert "wrong" not in str(refused.value) and "\n" not in str(refused.value)
