@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radsearch import catalog
+from radsearch import catalog, runs
 from radsearch.backends import BackendSpec
 from radsearch.diskspace import disk_full_named
 from radsearch.encoders import DEFAULT_MODEL, Encoder, create_model
@@ -118,7 +118,7 @@ def index_folder(
     ``group_by`` names the reports CSV's column whose value groups PNG/JPEG images into studies
     (default: the first present of ``reports.GROUP_COLUMNS``); ``indexer.grouping`` has the rules.
     """
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     index = Path(index) if index is not None else default_index_path()
     root = Path(os.path.abspath(root))
     check_root(root)  # a typo is refused before the index is opened: nothing of it is recorded
@@ -134,6 +134,8 @@ def index_folder(
                                 None if parsed_shard is None else str(parsed_shard),
                                 ct_windows=windows, keep_phi=keep_phi) as store:
         summary.backend = store.spec.describe()
+        # Its own transaction: a run stopped before its end stays on record as unfinished.
+        run_id = runs.record_start(store.conn, str(root), summary.backend, started_at)
         summary.warnings += store.repairs
         if store.switched_from is not None:
             summary.warnings.append(
@@ -176,6 +178,8 @@ def index_folder(
         for counts in store.sync_backend().values():
             summary.sent += counts.sent
             summary.deleted += counts.deleted
+        runs.record_end(conn, run_id, time.time(), time.perf_counter() - started,
+                        {name: getattr(summary, name) for name in runs.COUNTS})
     summary.seconds = time.perf_counter() - started
     return summary
 

@@ -134,6 +134,22 @@ CREATE INDEX IF NOT EXISTS identifiers_study ON identifiers(study);
 CREATE INDEX IF NOT EXISTS identifiers_series ON identifiers(series);
 CREATE TRIGGER IF NOT EXISTS files_drop_identifiers AFTER DELETE ON files BEGIN
     DELETE FROM identifiers WHERE file_id = OLD.id; END;
+
+-- One row per index run (radsearch.runs): written when it starts and again when it ends, so a
+-- run killed on the way keeps finished NULL. Created on first write in an older index.
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    root TEXT NOT NULL,
+    backend TEXT,
+    started REAL NOT NULL,
+    finished REAL,
+    seconds REAL,
+    indexed INTEGER,
+    unchanged INTEGER,
+    failed INTEGER,
+    skipped INTEGER,
+    removed INTEGER
+);
 """
 
 # Whether the index keeps patient identifiers (--keep-phi): "true" or "false", fixed when the

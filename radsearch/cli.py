@@ -61,7 +61,8 @@ def _print_json(data) -> None:
 
 @app.command()
 def index(
-    path: Annotated[Path, typer.Argument(help="Folder (or file) of studies to index")],
+    path: Annotated[str, typer.Argument(help="Folder (or file) of studies to index, or a PACS: "
+                                         "dicomweb+https://host/path (see README)")],
     index: IndexOpt = None,
     reports: Annotated[
         Optional[Path], typer.Option("--reports", help="CSV of reports: a study key and its text")
@@ -106,22 +107,51 @@ def index(
                      "date filters, and descriptions and report text lose the file's identifiers. "
                      "Recorded in the index: every later run must say it again"),
     ] = False,
+    since: Annotated[
+        Optional[str],
+        typer.Option("--since", help="PACS only: studies dated on or after YYYY-MM-DD"),
+    ] = None,
+    modality: Annotated[
+        Optional[str], typer.Option("--modality", help="PACS only: series of this modality (CT, MR...)")
+    ] = None,
+    study: Annotated[
+        Optional[list[str]],
+        typer.Option("--study", help="PACS only: this Study Instance UID (repeatable)"),
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Index a folder: new and changed files are embedded, unchanged files skipped."""
+    """Index a folder or a PACS: new and changed files are embedded, unchanged files skipped."""
     from radsearch.backends import parse_options
     from radsearch.encoders import DEFAULT_MODEL
     from radsearch.indexer import index_folder
+    from radsearch.indexer.dicomweb import is_dicomweb
 
-    summary = _run_with_progress(
-        lambda on_progress: index_folder(
-            path, index=index, reports=reports, workers=workers, prune=prune,
-            model=model or DEFAULT_MODEL, backend=backend, url=url,
-            backend_options=parse_options(backend_opt or []), shard=shard,
-            ct_windows=ct_windows, keep_phi=keep_phi, group_by=group_by, on_progress=on_progress,
-        ),
-        quiet=json_output,
-    )
+    if is_dicomweb(path):
+        from radsearch.indexer.pacs import index_pacs
+
+        if reports is not None or group_by is not None or shard is not None:
+            raise RadsearchError("--reports, --group-by and --shard are for folders, not a PACS")
+
+        def run(on_progress):
+            return index_pacs(
+                path, since=since, modality=modality, studies=tuple(study or ()), index=index,
+                workers=workers, prune=prune, model=model or DEFAULT_MODEL, backend=backend,
+                url=url, backend_options=parse_options(backend_opt or []), ct_windows=ct_windows,
+                keep_phi=keep_phi, on_progress=on_progress)
+    else:
+        if since is not None or modality is not None or study:
+            raise RadsearchError("--since, --modality and --study select studies of a PACS "
+                                 "(dicomweb+https://host/path), not of a folder")
+
+        def run(on_progress):
+            return index_folder(
+                Path(path), index=index, reports=reports, workers=workers, prune=prune,
+                model=model or DEFAULT_MODEL, backend=backend, url=url,
+                backend_options=parse_options(backend_opt or []), shard=shard,
+                ct_windows=ct_windows, keep_phi=keep_phi, group_by=group_by,
+                on_progress=on_progress)
+
+    summary = _run_with_progress(run, quiet=json_output)
     if json_output:
         _print_json(summary.to_dict())
         return
@@ -446,6 +476,26 @@ def stats(index: IndexOpt = None, json_output: JsonOpt = False) -> None:
               highlight=False)
     out.print(f"index      {data['index']}", highlight=False)
     out.print(f"backend    {data['backend']}", highlight=False)
+    _print_last_run(data["last_run"])
+
+
+def _print_last_run(run: dict | None) -> None:
+    """The newest index run of `radsearch stats`, and the files it could not read."""
+    plain = {"highlight": False, "soft_wrap": True}  # text escaped by _one_line
+    if run is None:
+        out.print("last run   none recorded", **plain)
+        return
+    what = f"last run   {run['started']} of {_one_line(run['root'])}"
+    if run["finished"] is None:
+        out.print(f"{what}: did not finish (still running, or stopped); so far "
+                  f"{run['indexed']} indexed, {run['failed']} failed", **plain)
+    else:
+        out.print(f"{what}, {run['seconds']:.1f} s: " + ", ".join(
+            f"{run[name]} {name}" for name in ("indexed", "unchanged", "failed", "skipped",
+                                               "removed")), **plain)
+    for failure in run["failures"]:
+        out.print(f"  failed   {_one_line(failure['path'])}: {_one_line(failure['reason'] or '')}",
+                  **plain)
 
 
 @app.command()

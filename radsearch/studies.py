@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from radsearch import catalog
+from radsearch import catalog, runs
 from radsearch.errors import RadsearchError
 from radsearch.reading.phi import SERIES_ATTRIBUTES, STUDY_ATTRIBUTES
 from radsearch.retrieval import resolve_study_id
@@ -135,7 +135,8 @@ def _studies_by(conn, name: str) -> dict[str, int]:
 
 
 def stats(*, index: Path | None = None) -> dict:
-    """Counts (studies, series, images, reports, sentences, failed, ...) and the model record."""
+    """Counts (studies, series, images, reports, sentences, failed, ...), the model record and
+    the last index run (``last_run``; None before the first recorded run)."""
     path = Path(index) if index else default_index_path()
     with Store.open_for_reading(path) as store:
         with store.snapshot() as conn:
@@ -148,6 +149,7 @@ def stats(*, index: Path | None = None) -> dict:
                     "SELECT path, reason FROM files WHERE status = 'failed' ORDER BY path"
                 )
             ]
+            last_run = runs.last_run(conn)
     return {
         **counts,
         # studies per value (a study of CT and MR counts under both; "" = not recorded)
@@ -163,4 +165,6 @@ def stats(*, index: Path | None = None) -> dict:
             "ct_windows": json.loads(meta.get(CT_WINDOWS_KEY) or "[]"),  # []: grayscale CT
         },
         "failures": failures,
+        # the newest index run: when, how long, its counts and failures (radsearch.runs.last_run)
+        "last_run": last_run,
     }

@@ -42,6 +42,7 @@ def _index_command(root: Path, index: Path, reports: Path, model: str) -> list[s
 def _comparable_stats(index: Path) -> dict:
     data = stats(index=index)
     data.pop("index")
+    data.pop("last_run")  # when and how each run went differs from an uninterrupted run's
     data["model"].pop("weights_hash")
     return data
 
