@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -163,3 +164,23 @@ def test_filters_and_refusals_are_one_line(orthanc, first_files, tmp_path, monke
     with pytest.raises(RadsearchError, match="refused") as refused:
         index_pacs(orthanc.dicomweb, index=index, model=TINY, workers=0)
     assert "wrong" not in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_cli_indexes_a_pacs_and_never_prints_credentials(orthanc, first_files, tmp_path):
+    from typer.testing import CliRunner
+
+    from radsearch.cli import app
+
+    orthanc.upload(first_files)
+    index = str(tmp_path / "index")
+    runner = CliRunner()
+    args = ["index", orthanc.dicomweb, "--index", index, "--model", TINY, "--workers", "0"]
+    result = runner.invoke(app, args + ["--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["indexed"] == len(first_files)
+    again = runner.invoke(app, args + ["--modality", "CT"])
+    assert again.exit_code == 0 and "indexed 0, unchanged 1" in again.stdout
+    assert PASSWORD not in result.output + again.output
+    folder = runner.invoke(app, ["index", str(tmp_path), "--index", index, "--since", "2020-01-01"])
+    assert isinstance(folder.exception, RadsearchError)  # main() prints it as one line
+    assert "select studies of a PACS" in str(folder.exception)
