@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -160,11 +162,22 @@ class DicomwebSource:
 
     # --- WADO-RS ---
 
-    def fetch(self, tasks: Iterable[ReadTask], failures: list[ReadOutcome]) -> Iterator[ReadTask]:
-        """Each task with ``read_path`` set to a fetched copy of its instance, in order, with at
-        most ``concurrency`` requests at a time. An instance the server no longer has is added to
-        ``failures``; a server that stops answering raises PacsUnavailable."""
-        spool = Path(tempfile.mkdtemp(prefix="radsearch-spool-"))
+    @staticmethod
+    @contextmanager
+    def spool() -> Iterator[Path]:
+        """A folder for fetched copies: each is deleted when read, the folder (with the copies
+        of a stopped run, fetched but never read) when the block ends."""
+        folder = Path(tempfile.mkdtemp(prefix="radsearch-spool-"))
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def fetch(self, tasks: Iterable[ReadTask], spool: Path,
+              failures: list[ReadOutcome]) -> Iterator[ReadTask]:
+        """Each task with ``read_path`` set to a copy of its instance fetched into ``spool``, in
+        order, with at most ``concurrency`` requests at a time. An instance the server no longer
+        has is added to ``failures``; a server that stops answering raises PacsUnavailable."""
         pool = ThreadPoolExecutor(max_workers=self.concurrency,
                                   thread_name_prefix="radsearch-wado")
         try:
@@ -186,9 +199,6 @@ class DicomwebSource:
                     yield replace(task, read_path=copy)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            for leftover in spool.iterdir():  # fetched but never read: a stopped run
-                leftover.unlink(missing_ok=True)
-            spool.rmdir()
 
     def _fetch_one(self, key: str, spool: Path) -> tuple[str | None, str | None]:
         instance = self._instances[key]

@@ -114,11 +114,12 @@ def _fetch_read_embed_write(store: Store, encoder, plan, source: DicomwebSource,
     total = len(plan.to_read)
     done = 0
     try:
-        for outcome in _outcomes(source.fetch(tasks, missing), workers):
-            batcher.add(outcome)
-            done += 1
-            if on_progress is not None:
-                on_progress(Progress(done, total, summary.images + batcher.frames))
+        with source.spool() as spool:  # outlives the reads: workers still read the last copies
+            for outcome in _outcomes(source.fetch(tasks, spool, missing), workers):
+                batcher.add(outcome)
+                done += 1
+                if on_progress is not None:
+                    on_progress(Progress(done, total, summary.images + batcher.frames))
     except PacsUnavailable:
         batcher.flush()  # what was read is kept: the next run fetches only the rest
         _add(batcher, missing)

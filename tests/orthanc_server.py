@@ -11,7 +11,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 import requests
 
 USER, PASSWORD = "radsearch-test", "orthanc-test-password"
@@ -28,11 +27,15 @@ def dicomweb_plugin() -> str | None:
     return next((place for place in _PLUGIN_PLACES if Path(place).exists()), None)
 
 
+class OrthancMissing(RuntimeError):
+    """Orthanc or its DICOMweb plugin is not installed here."""
+
+
 def require_orthanc() -> tuple[str, str]:
     binary, plugin = orthanc_binary(), dicomweb_plugin()
     if binary is None or plugin is None:
-        pytest.skip("Orthanc with its DICOMweb plugin is not installed (Debian: apt-get install "
-                    "orthanc orthanc-dicomweb; .ci/run installs them)")
+        raise OrthancMissing("Orthanc with its DICOMweb plugin is not installed (Debian: apt-get "
+                             "install orthanc orthanc-dicomweb; .ci/run installs them)")
     return binary, plugin
 
 
@@ -113,11 +116,18 @@ class OrthancServer:
         self.process.wait(timeout=15)
         self.process = None
 
-    def upload(self, files: list[Path]) -> None:
+    def upload(self, files: list[Path], *, refused_ok: bool = False) -> list[Path]:
+        """Store ``files``; returns those Orthanc took (with ``refused_ok``, a file it refuses is
+        left out instead of failing)."""
+        taken = []
         for path in files:
             answer = requests.post(f"{self.url}/instances", data=path.read_bytes(),
                                    auth=(USER, PASSWORD), timeout=30)
+            if answer.status_code == 400 and refused_ok:
+                continue
             answer.raise_for_status()
+            taken.append(path)
+        return taken
 
     def delete_study(self, study_uid: str) -> None:
         answer = requests.post(f"{self.url}/tools/lookup", data=study_uid, auth=(USER, PASSWORD),
