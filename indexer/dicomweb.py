@@ -240,9 +240,10 @@ class DicomwebSource:
                 last = f"{status} {reason}"
             except (requests.ConnectionError, requests.Timeout) as error:
                 last = _short(error)
+        then = ("what was fetched is indexed; run again to go on" if what == "fetch"
+                else "nothing was indexed")
         raise PacsUnavailable(
-            f"{self.root}: no answer to a {what} after {self.attempts} tries ({last}): what was "
-            "fetched is indexed; run again to go on")
+            f"{self.root}: no answer to a {what} after {self.attempts} tries ({last}): {then}")
 
 
 class _Missing(Exception):
@@ -290,7 +291,7 @@ def _describe(query: PacsQuery) -> str:
 def _short(error: Exception) -> str:
     """A connection error in a few words (requests nests the cause several levels deep)."""
     text = str(error)
-    match = re.search(r"\[Errno -?\d+\] ([^')\]]+)", text)
+    match = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
     if match:
         return match[1].strip()
     return type(error).__name__
