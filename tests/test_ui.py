@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -200,6 +201,8 @@ def served(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     ct = SHARED_DATA / CT_SERIES
     if backend == "faiss" and ct.is_dir():
         shutil.copytree(ct, corpus / "ct")
+    if backend == "faiss":
+        _two_series_study(corpus / "two-series")
     jpeg = next(sample_studies_path().rglob("*.jpg")).read_bytes()
     (corpus / "broken.jpg").write_bytes(jpeg[: len(jpeg) // 3])  # fails: the index page lists it
     index = tmp_path_factory.mktemp(f"ui-{backend}") / "index"
@@ -211,7 +214,8 @@ def served(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
                                   {**os.environ, "HOME": str(home), "TMPDIR": str(scratch)})
     try:
         yield {"url": url, "index": index, "backend": backend, "scratch": scratch,
-               "ct": (corpus / "ct") if (corpus / "ct").is_dir() else None}
+               "ct": (corpus / "ct") if (corpus / "ct").is_dir() else None,
+               "two_series": (corpus / "two-series") if backend == "faiss" else None}
     finally:
         server.terminate()
         try:
@@ -219,6 +223,21 @@ def served(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         finally:
             _stop_all(server)
         _assert_nothing_left(url, started)
+
+
+def _two_series_study(folder: Path) -> None:
+    """A study of two real MR series: pydicom's one-slice MR and its 10-frame MR, filed under
+    one Study Instance UID as series 1 and 2."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    folder.mkdir()
+    study = generate_uid()
+    for number, name in enumerate(("MR_small.dcm", "emri_small.dcm"), start=1):
+        dataset = pydicom.dcmread(get_testdata_file(name))
+        dataset.StudyInstanceUID, dataset.SeriesNumber = study, number
+        dataset.save_as(folder / name)
 
 
 @pytest.fixture(scope="module")
@@ -420,6 +439,36 @@ def test_two_label_queries_in_a_row(page, served: dict, screenshots: Path) -> No
 
 @needs_browser
 @pytest.mark.parametrize("served", ["faiss"], indirect=True)  # the same on any back end
+def test_label_query_pages_show_every_study_once(page, served: dict) -> None:
+    """Page by page, in order, each study of the answer once (the page size from the link)."""
+    from urllib.parse import parse_qs, urlencode, urlparse
+
+    expected = [hit.study for hit in radsearch.label_query(
+        QUERY, min_prob=0.05, index=served["index"], backend=served["backend"]).hits]
+    assert len(expected) >= 3, "studies enough for three pages"
+    size = -(-len(expected) // 3)
+    pages = -(-len(expected) // size)
+    _open(page, served, "label?" + urlencode({"label": QUERY, "min_prob": 0.05, "limit": 0,
+                                              "per_page": size}))
+    shown: list[str] = []
+    for number in range(1, pages + 1):
+        if number > 1:
+            page.get_by_role("button", name="Next page").click()
+            page.get_by_role("button", name=f"Page {number}").and_(
+                page.locator("[aria-current=page]")).wait_for(timeout=30_000)
+        count = min(size, len(expected) - len(shown))
+        studies = _card_studies(page, "label", count)
+        first = page.locator("[class*='st-key-label-card-'] a.study-link").first.inner_text()
+        assert first.startswith(f"{len(shown) + 1}. ")  # numbered on from the page before
+        shown += studies
+        if number > 1:  # the page is in the address
+            assert parse_qs(urlparse(page.url).query)["page"] == [str(number)]
+    assert shown == expected and len(set(shown)) == len(expected)
+    assert page.get_by_role("button", name="Next page").is_disabled()
+
+
+@needs_browser
+@pytest.mark.parametrize("served", ["faiss"], indirect=True)  # the same on any back end
 def test_classify_a_study_shows_a_chart_beside_its_picture(page, served: dict,
                                                            screenshots: Path) -> None:
     study = radsearch.search(QUERY, index=served["index"], k=1, backend=served["backend"]).hits[0].study
@@ -463,7 +512,20 @@ def test_index_page_counts(page, served: dict, screenshots: Path) -> None:
     assert shown["images"] == f"{stats['images']:,}"
     page.get_by_text(f"back end {stats['backend']}", exact=False).wait_for(timeout=30_000)
     assert stats["failed"] == 1
-    page.get_by_text("Files that failed (1)", exact=True).wait_for(timeout=30_000)
+    run = stats["last_run"]
+    last_run = page.locator(".st-key-last-run")
+    expect(last_run).to_contain_text(f"took {run['seconds']:.1f} s", timeout=30_000)
+    started = run["started"].replace("T", " ").replace("Z", " UTC")
+    assert f"started {started}, of {run['root']}" in last_run.inner_text()
+    counts = last_run.get_by_test_id("stTable").inner_text().split()
+    names = ["indexed", "unchanged", "failed", "skipped", "removed"]
+    assert counts == [*names, *(f"{run[name]:,}" for name in names)]
+    assert run["failed"] == 1 and run["finished"] is not None and run["indexed"] > 0
+    last_run.get_by_text("Files it could not read (1)", exact=True).wait_for(timeout=30_000)
+    failure = run["failures"][0]
+    failed = last_run.get_by_test_id("stDataFrame").locator("table")
+    expect(failed).to_contain_text(failure["path"], timeout=30_000)
+    expect(failed).to_contain_text(failure["reason"])
     modalities = page.get_by_test_id("stTable").first.inner_text()
     assert "modality" in modalities and "MR" in modalities  # the sample MR series
     _shot(page, screenshots, served, "index")
@@ -570,6 +632,30 @@ def test_the_viewer_pages_through_every_slice_in_every_window(page, served: dict
     table = page.get_by_test_id("stTable").inner_text()
     assert "slice thickness" in table and "GE MEDICAL SYSTEMS" in table
     _shot(page, screenshots, served, "viewer")
+
+
+@needs_browser
+@pytest.mark.parametrize("served", ["faiss"], indirect=True)  # the viewer is the same on any back end
+def test_choosing_another_series_shows_its_slices(page, served: dict) -> None:
+    study = radsearch.show(str(served["two_series"] / "MR_small.dcm"), index=served["index"]).study
+    detail = radsearch.show(study, index=served["index"])
+    assert [len(series.images) for series in detail.series] == [1, 10]
+    _open(page, served, f"study?study={study}")
+    caption, one_slice = _viewed(page)
+    assert caption.startswith("slice 1 of 1 ")
+    choose = page.get_by_test_id("stRadio").filter(has_text="Series")
+    choose.get_by_text("2", exact=True).click()
+    page.get_by_text("slice 1 of 10", exact=False).first.wait_for(timeout=30_000)
+    caption, first_frame = _viewed(page)
+    assert first_frame != one_slice and "series=2" in page.url
+    page.get_by_role("button", name="›", exact=True).click()  # its slices, one by one
+    page.get_by_text("slice 2 of 10", exact=False).first.wait_for(timeout=30_000)
+    assert _viewed(page)[1] != first_frame
+    choose.get_by_text("1", exact=True).click()  # and back
+    page.get_by_text(re.compile(r"^slice 1 of 1\s")).first.wait_for(timeout=30_000)
+    assert not page.get_by_test_id("stSlider").count()
+    _open(page, served, f"study?study={study}&series=2&slice=10")  # a link to a series' slice
+    assert _caption(page).startswith("slice 10 of 10")
 
 
 @needs_browser

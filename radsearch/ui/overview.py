@@ -1,5 +1,5 @@
 """What the index page lists beside ``radsearch.stats``: the studies by modality and by body part,
-and when a file was last indexed - read from the catalog, nothing estimated."""
+when a file was last indexed, and the last run in words - read from the catalog, nothing estimated."""
 
 from __future__ import annotations
 
@@ -28,3 +28,21 @@ def index_overview(index: Path) -> dict:
     last = None if newest is None else datetime.fromtimestamp(newest, timezone.utc)
     return {"by_modality": tables["modality"], "by_body_part": tables["body_part"],
             "last_indexed": None if last is None else last.strftime("%Y-%m-%d %H:%M UTC")}
+
+
+RUN_COUNTS = ("indexed", "unchanged", "failed", "skipped", "removed")
+
+
+def last_run_summary(run: dict) -> str:
+    """One line on ``stats()["last_run"]``: when it ran, over what, how long, or that it did not
+    finish."""
+    when = f"started {run['started'].replace('T', ' ').replace('Z', ' UTC')}"
+    if run["finished"] is None:
+        return (f"{when}, of {run['root']}: did not finish (still running, or stopped before its "
+                "end); the counts are of the files it recorded")
+    return f"{when}, of {run['root']}: took {run['seconds']:.1f} s, vectors in {run['backend']}"
+
+
+def last_run_counts(run: dict) -> list[dict]:
+    """The run's counts as one table row (an unknown count of an unfinished run: "-")."""
+    return [{name: "-" if run[name] is None else f"{run[name]:,}" for name in RUN_COUNTS}]

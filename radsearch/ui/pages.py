@@ -15,7 +15,7 @@ from radsearch.filters import Filters
 from radsearch.label_sets import LABEL_SETS
 from radsearch.previews import image_preview, split_image_ref
 from radsearch.ui.common import attempt, catalog_stamp, index_only, settings
-from radsearch.ui.overview import index_overview
+from radsearch.ui.overview import index_overview, last_run_counts, last_run_summary
 from radsearch.ui.results import PAGE_SIZE, results_grid
 
 URL = "query-params"  # bind a widget to the URL parameter named by its key
@@ -186,8 +186,11 @@ def label_page() -> None:
         label = st.text_input("Label", key="label", bind=URL, placeholder="pleural effusion").strip()
         min_prob = st.slider("Least probability", 0.05, 0.95, 0.5, 0.05, key="min_prob", bind=URL)
         labels, label_set = label_choice("label")
-        limit = st.number_input("At most (0: every match)", min_value=0, value=100, step=50,
-                                key="limit", bind=URL)
+        at_most, per_page = st.columns(2)
+        limit = at_most.number_input("At most (0: every match)", min_value=0, value=100, step=50,
+                                     key="limit", bind=URL)
+        page_size = per_page.number_input("Studies per page", min_value=1, max_value=100,
+                                          value=PAGE_SIZE, key="per_page", bind=URL)
         filters = filters_form()
         st.form_submit_button("Find studies")
     if not label or filters is None:
@@ -211,10 +214,13 @@ def label_page() -> None:
         st.text(f"{len(hits)} {'study' if len(hits) == 1 else 'studies'} with {condition} ({source})")
     if not hits:
         return
-    pages = (len(hits) + PAGE_SIZE - 1) // PAGE_SIZE
+    size = int(page_size)
+    pages = (len(hits) + size - 1) // size
+    if not 1 <= int(st.session_state.get("page", 1)) <= pages:
+        st.session_state["page"] = 1  # a page the list no longer has (fewer hits, larger pages)
     page = st.pagination(pages, key="page", bind=URL) if pages > 1 else 1
-    first = (page - 1) * PAGE_SIZE
-    results_grid(hits[first:first + PAGE_SIZE], "p", lambda hit: hit.probability, key="label",
+    first = (page - 1) * size
+    results_grid(hits[first:first + size], "p", lambda hit: hit.probability, key="label",
                  numbered_from=first + 1)
 
 
@@ -305,8 +311,17 @@ def index_page() -> None:
         by_modality.table(overview["by_modality"])
         by_body_part.markdown("**Studies by body part**")
         by_body_part.table(overview["by_body_part"])
-    if data["failures"]:
-        st.markdown(f"**Files that failed** ({len(data['failures'])})")
+    run = data["last_run"]
+    if run is not None:
+        with st.container(border=True, key="last-run"):
+            st.markdown("**Last run**")
+            st.text(last_run_summary(run))
+            st.table(last_run_counts(run))
+            if run["failures"]:
+                st.markdown(f"Files it could not read ({len(run['failures'])})")
+                st.dataframe(run["failures"], hide_index=True, use_container_width=True)
+    if data["failures"] and (run is None or data["failures"] != run["failures"]):
+        st.markdown(f"**Files that failed, all runs** ({len(data['failures'])})")
         st.dataframe(data["failures"], hide_index=True, use_container_width=True)
     st.json(data, expanded=False)
 

@@ -35,10 +35,10 @@ def _picture(path: str, frame: int, modified: float) -> Any:
     return image_preview(path, frame, size=VIEW_SIZE)
 
 
-def _series_label(number: int, series: Any) -> str:
+def _series_label(series: Any) -> str:
     what = " ".join(v for v in (series.modality, series.body_part, series.view) if v) or "series"
     images = len(series.images)
-    return f"{number}. {what} {series.description or ''} ({images} image{'s' if images != 1 else ''})"
+    return f"{what} {series.description or ''} ({images} image{'s' if images != 1 else ''})"
 
 
 def _step(delta: int, count: int) -> None:
@@ -79,9 +79,11 @@ def study_page() -> None:
     else:
         controls, view, facts_column = st.columns([1.1, 2, 1.3])
         with controls:
-            labels = {str(n): _series_label(n, s) for n, s in enumerate(detail.series, 1)}
-            chosen = st.radio("Series", list(labels), format_func=labels.get, key="series",
-                              bind="query-params", on_change=_reset_slice)
+            # The numbers as options, the rest as captions: the URL holds the number (?series=2);
+            # with a format_func it would hold the whole label, and ?series=2 would be ignored.
+            numbers = [str(n) for n in range(1, len(detail.series) + 1)]
+            chosen = st.radio("Series", numbers, captions=[_series_label(s) for s in detail.series],
+                              key="series", bind="query-params", on_change=_reset_slice)
         series = detail.series[int(chosen or 1) - 1]
         facts = series_viewer(series, controls, view)
         with facts_column:
