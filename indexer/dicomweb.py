@@ -1,33 +1,28 @@
-"""A PACS as a source of files to index, over DICOMweb: QIDO-RS lists the instances, WADO-RS fetches
-them one at a time into a small spool folder that the read stage empties as it reads.
+"""A PACS over DICOMweb: QIDO-RS lists the instances, WADO-RS fetches each in its stored transfer
+syntax (indexer.pacs_source has what every PACS source shares).
 
-An instance's key in the catalog is ``dicomweb://host/path/instances/<keyed hash of its SOP
-Instance UID>``: like a file's path it identifies it across runs (a second run fetches only what is
-new), yet it holds no UID in clear. Credentials come from the environment only
-(``RADSEARCH_DICOMWEB_TOKEN``, else ``RADSEARCH_DICOMWEB_USER`` and ``RADSEARCH_DICOMWEB_PASSWORD``)
-and are never written or printed.
+Credentials come from the environment only (``RADSEARCH_DICOMWEB_TOKEN``, else
+``RADSEARCH_DICOMWEB_USER`` and ``RADSEARCH_DICOMWEB_PASSWORD``) and are never written or printed.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from datetime import date
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 from radsearch.errors import RadsearchError
-from radsearch.indexer.discover import FoundFile
-from radsearch.indexer.worker import ReadOutcome, ReadTask
-from radsearch.reading.phi import salted_hash
+from radsearch.indexer.pacs_source import (
+    InstanceMissing,
+    PacsQuery,
+    PacsSource,
+    PacsUnavailable,
+    RemoteInstance,
+)
 
 SCHEMES = ("dicomweb+https", "dicomweb+http")
 # Answers worth asking again after a pause: the server is busy, or failed for a moment.
@@ -37,35 +32,11 @@ _PAGE = 500  # QIDO-RS results asked for at a time
 T = TypeVar("T")
 
 
-class PacsUnavailable(RadsearchError):
-    """The PACS stopped answering: what was fetched is kept, the next run goes on from there."""
-
-
 def is_dicomweb(source: str) -> bool:
     return source.split("://", 1)[0].lower() in SCHEMES
 
 
-@dataclass(frozen=True)
-class PacsQuery:
-    """Which studies to index: all of them, or those matching every condition given."""
-
-    since: date | None = None  # study date on or after
-    modality: str | None = None  # only series of this modality (e.g. CT)
-    studies: tuple[str, ...] = ()  # these Study Instance UIDs only
-
-    @property
-    def filtered(self) -> bool:
-        return self.since is not None or self.modality is not None or bool(self.studies)
-
-
-@dataclass(frozen=True)
-class RemoteInstance:
-    study: str
-    series: str
-    sop: str
-
-
-class DicomwebSource:
+class DicomwebSource(PacsSource):
     """One DICOMweb service: ``dicomweb+https://host[:port]/path`` (``dicomweb+http`` for a server on
     this machine or a trusted network)."""
 
@@ -74,6 +45,7 @@ class DicomwebSource:
         import requests
         from dicomweb_client.api import DICOMwebClient
 
+        super().__init__()
         parts = urlsplit(address)
         if parts.scheme.lower() not in SCHEMES or not parts.hostname:
             raise RadsearchError(f"{address}: a DICOMweb source reads dicomweb+https://host/path")
@@ -93,16 +65,13 @@ class DicomwebSource:
         self._client = DICOMwebClient(f"{parts.scheme.split('+', 1)[1]}://{host}{path}",
                                       session=session, timeout=timeout_s)
         self._client.set_http_retry_params(retry=False)  # retried here, for every failure kind
-        self._instances: dict[str, RemoteInstance] = {}
 
     # --- QIDO-RS ---
 
     def list_instances(self, query: PacsQuery) -> list[RemoteInstance]:
-        """Every instance of the studies ``query`` matches; raises RadsearchError, in one line,
-        when the server refuses or the query matches nothing."""
         studies = self._studies(query)
         if not studies:
-            raise RadsearchError(f"{self.root}: no study matches {_describe(query)}: nothing to index")
+            raise self.nothing_matches(query)
         found: list[RemoteInstance] = []
         for study in studies:
             filters = {"Modality": query.modality} if query.modality else {}
@@ -118,7 +87,7 @@ class DicomwebSource:
                     if sop is not None:
                         found.append(RemoteInstance(study, series_uid, sop))
         if not found:
-            raise RadsearchError(f"{self.root}: the studies matching {_describe(query)} hold no "
+            raise RadsearchError(f"{self.root}: the studies matching {query.describe()} hold no "
                                  "instance to index")
         return found
 
@@ -147,70 +116,12 @@ class DicomwebSource:
                 return
             offset += len(page)
 
-    # --- the catalog's view ---
-
-    def found_files(self, instances: Iterable[RemoteInstance], salt: str) -> list[FoundFile]:
-        """The instances as found files, keyed by hashes of their UIDs (no UID in clear)."""
-        found = []
-        for instance in instances:
-            path = f"{self.root}/instances/{salted_hash(instance.sop, salt)}"
-            folder = f"{self.root}/studies/{salted_hash(instance.study, salt)}"
-            self._instances[path] = instance
-            found.append(FoundFile(path, folder, 0, 0, "dicom"))
-        found.sort(key=lambda item: item.path)
-        return found
-
     # --- WADO-RS ---
 
-    @staticmethod
-    @contextmanager
-    def spool() -> Iterator[Path]:
-        """A folder for fetched copies: each is deleted when read, the folder (with the copies
-        of a stopped run, fetched but never read) when the block ends."""
-        folder = Path(tempfile.mkdtemp(prefix="radsearch-spool-"))
-        try:
-            yield folder
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-
-    def fetch(self, tasks: Iterable[ReadTask], spool: Path,
-              failures: list[ReadOutcome]) -> Iterator[ReadTask]:
-        """Each task with ``read_path`` set to a copy of its instance fetched into ``spool``, in
-        order, with at most ``concurrency`` requests at a time. An instance the server no longer
-        has is added to ``failures``; a server that stops answering raises PacsUnavailable."""
-        pool = ThreadPoolExecutor(max_workers=self.concurrency,
-                                  thread_name_prefix="radsearch-wado")
-        try:
-            pending: list[tuple[ReadTask, Future]] = []
-            queue = iter(tasks)
-            while True:
-                while len(pending) < self.concurrency:
-                    task = next(queue, None)
-                    if task is None:
-                        break
-                    pending.append((task, pool.submit(self._fetch_one, task.path, spool)))
-                if not pending:
-                    return
-                task, future = pending.pop(0)
-                copy, reason = future.result()
-                if copy is None:
-                    failures.append(ReadOutcome(task.path, "failed", reason=reason))
-                else:
-                    yield replace(task, read_path=copy)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def _fetch_one(self, key: str, spool: Path) -> tuple[str | None, str | None]:
-        instance = self._instances[key]
-        try:
-            dataset = self._call(lambda: self._client.retrieve_instance(
-                instance.study, instance.series, instance.sop), "fetch", missing_ok=True)
-        except _Missing:
-            return None, "no longer in the PACS (404)"
-        fd, name = tempfile.mkstemp(dir=spool, suffix=".dcm")
-        os.close(fd)
-        dataset.save_as(name, enforce_file_format=True)
-        return name, None
+    def fetch_instance(self, instance: RemoteInstance, target: Path) -> None:
+        dataset = self._call(lambda: self._client.retrieve_instance(
+            instance.study, instance.series, instance.sop), "fetch", missing_ok=True)
+        dataset.save_as(target, enforce_file_format=True)
 
     # --- politeness ---
 
@@ -232,7 +143,7 @@ class DicomwebSource:
                         "RADSEARCH_DICOMWEB_USER and RADSEARCH_DICOMWEB_PASSWORD, or "
                         "RADSEARCH_DICOMWEB_TOKEN, to an account it accepts") from None
                 if status == 404 and missing_ok:
-                    raise _Missing() from None
+                    raise InstanceMissing("404") from None
                 if status not in _RETRIABLE:
                     raise RadsearchError(
                         f"{self.root}: the server answered the {what} with {status} {reason}"
@@ -244,10 +155,6 @@ class DicomwebSource:
                 else "nothing was indexed")
         raise PacsUnavailable(
             f"{self.root}: no answer to a {what} after {self.attempts} tries ({last}): {then}")
-
-
-class _Missing(Exception):
-    """The instance listed is no longer on the server."""
 
 
 def _credentials():
@@ -273,19 +180,6 @@ def _credentials():
 def _uid(record: dict, tag: str) -> str | None:
     values = record.get(tag, {}).get("Value") or []
     return str(values[0]) if values else None
-
-
-def _describe(query: PacsQuery) -> str:
-    if not query.filtered:
-        return "the whole archive"
-    parts = []
-    if query.since is not None:
-        parts.append(f"--since {query.since.isoformat()}")
-    if query.modality:
-        parts.append(f"--modality {query.modality}")
-    if query.studies:
-        parts.append(f"{len(query.studies)} --study UID(s)")
-    return " ".join(parts)
 
 
 def _short(error: Exception) -> str:

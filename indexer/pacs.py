@@ -1,5 +1,5 @@
-"""Index a PACS over DICOMweb: the folder run's plan, read, embed and write stages, fed by
-QIDO-RS listings and WADO-RS fetches instead of a folder walk (indexer.dicomweb)."""
+"""Index a PACS: the folder run's plan, read, embed and write stages, fed by a PACS source's
+listing and fetches instead of a folder walk (indexer.pacs_source; DICOMweb or DIMSE)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from radsearch.diskspace import disk_full_named
 from radsearch.encoders import DEFAULT_MODEL, create_model
 from radsearch.errors import RadsearchError
 from radsearch.indexer import aggregate, writer
-from radsearch.indexer.dicomweb import DicomwebSource, PacsQuery, PacsUnavailable
+from radsearch.indexer.dicomweb import DicomwebSource, is_dicomweb
+from radsearch.indexer.dimse import DimseSource, is_dimse
+from radsearch.indexer.pacs_source import PacsQuery, PacsSource, PacsUnavailable
 from radsearch.indexer.pipeline import (
     IndexSummary,
     Progress,
@@ -27,6 +29,18 @@ from radsearch.indexer.pipeline import (
 from radsearch.indexer.worker import ReadOutcome, ReadTask
 from radsearch.reading import CtWindow, parse_ct_windows
 from radsearch.store import Store, default_index_path
+
+
+def is_pacs_address(source: str) -> bool:
+    """Whether ``source`` names a PACS (dicomweb+https://, dicomweb+http://, dimse://)."""
+    return is_dicomweb(source) or is_dimse(source)
+
+
+def open_source(address: str, *, concurrency: int = 4, attempts: int = 5,
+                backoff_s: float = 0.5) -> PacsSource:
+    if is_dimse(address):
+        return DimseSource(address, attempts=attempts, backoff_s=backoff_s)
+    return DicomwebSource(address, concurrency=concurrency, attempts=attempts, backoff_s=backoff_s)
 
 
 def index_pacs(
@@ -50,8 +64,9 @@ def index_pacs(
     backoff_s: float = 0.5,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> IndexSummary:
-    """Index the studies of the DICOMweb service ``address`` (``dicomweb+https://host/path``) into
-    ``index``, as ``index_folder`` does a folder: instances are read by the same reader under the
+    """Index the studies of the PACS ``address`` into ``index``: a DICOMweb service
+    (``dicomweb+https://host/path``, indexer.dicomweb) or a DICOM node (``dimse://AET@host:port``,
+    indexer.dimse), as ``index_folder`` does a folder: instances are read by the same reader under the
     same rules, a second run fetches only instances it has not indexed (by SOP Instance UID), a run
     stopped part-way (or whose server stopped answering) is finished by the next one, and
     ``prune`` removes what the PACS no longer holds.
@@ -66,10 +81,21 @@ def index_pacs(
         raise RadsearchError("--prune removes what the PACS no longer holds, so it needs the whole "
                              "archive: leave out --since, --modality and --study")
     index = Path(index) if index is not None else default_index_path()
-    source = DicomwebSource(address, concurrency=concurrency, attempts=attempts,
-                            backoff_s=backoff_s)
+    source = open_source(address, concurrency=concurrency, attempts=attempts, backoff_s=backoff_s)
     instances = source.list_instances(query)  # a refusal or an empty answer: nothing recorded
-    spec = _backend_spec(backend, url, backend_options)
+    try:
+        return _index(source, instances, query, index=index, workers=workers, prune=prune,
+                      model=model, batch_size=batch_size, spec=_backend_spec(backend, url,
+                                                                             backend_options),
+                      ct_windows=ct_windows, keep_phi=keep_phi, on_progress=on_progress,
+                      started=started)
+    finally:
+        source.close()
+
+
+def _index(source: PacsSource, instances, query: PacsQuery, *, index: Path, workers, prune: bool,
+           model: str, batch_size: int, spec, ct_windows, keep_phi: bool, on_progress,
+           started: float) -> IndexSummary:
     windows = parse_ct_windows(ct_windows) if ct_windows is not None else None
     encoder = create_model(model)
     summary = IndexSummary(index=str(index))
@@ -102,7 +128,7 @@ def index_pacs(
     return summary
 
 
-def _fetch_read_embed_write(store: Store, encoder, plan, source: DicomwebSource, *, workers: int,
+def _fetch_read_embed_write(store: Store, encoder, plan, source: PacsSource, *, workers: int,
                             batch_size: int, summary: IndexSummary,
                             on_progress: Callable[[Progress], None] | None) -> None:
     salt, keep_phi = store.salt, catalog.keeps_phi(store.conn)

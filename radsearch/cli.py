@@ -62,7 +62,8 @@ def _print_json(data) -> None:
 @app.command()
 def index(
     path: Annotated[str, typer.Argument(help="Folder (or file) of studies to index, or a PACS: "
-                                         "dicomweb+https://host/path (see README)")],
+                                         "dicomweb+https://host/path or dimse://AET@host:port "
+                                         "(see README)")],
     index: IndexOpt = None,
     reports: Annotated[
         Optional[Path], typer.Option("--reports", help="CSV of reports: a study key and its text")
@@ -124,9 +125,9 @@ def index(
     from radsearch.backends import parse_options
     from radsearch.encoders import DEFAULT_MODEL
     from radsearch.indexer import index_folder
-    from radsearch.indexer.dicomweb import is_dicomweb
+    from radsearch.indexer.pacs import is_pacs_address
 
-    if is_dicomweb(path):
+    if is_pacs_address(path):
         from radsearch.indexer.pacs import index_pacs
 
         if reports is not None or group_by is not None or shard is not None:
@@ -141,7 +142,8 @@ def index(
     else:
         if since is not None or modality is not None or study:
             raise RadsearchError("--since, --modality and --study select studies of a PACS "
-                                 "(dicomweb+https://host/path), not of a folder")
+                                 "(dicomweb+https://host/path, dimse://AET@host:port), not of a "
+                                 "folder")
 
         def run(on_progress):
             return index_folder(

@@ -78,6 +78,10 @@ class OrthancServer:
     def dicomweb(self) -> str:
         return f"dicomweb+http://127.0.0.1:{self.http_port}/dicom-web"
 
+    @property
+    def dimse(self) -> str:
+        return f"dimse://ORTHANCTEST@127.0.0.1:{self.dicom_port}"
+
     def start(self) -> None:
         log = open(self.folder / "orthanc.log", "ab")
         self.process = subprocess.Popen([self.binary, str(self.config)], stdout=log, stderr=log,

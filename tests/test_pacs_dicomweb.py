@@ -188,3 +188,28 @@ def test_cli_indexes_a_pacs_and_never_prints_credentials(orthanc, first_files, t
     folder = runner.invoke(app, ["index", str(tmp_path), "--index", index, "--since", "2020-01-01"])
     assert isinstance(folder.exception, RadsearchError)  # main() prints it as one line
     assert "select studies of a PACS" in str(folder.exception)
+
+
+def test_dimse_index_equals_disk_index_and_is_incremental(orthanc, first_files, shared_data,
+                                                          tmp_path):
+    pytest.importorskip("pynetdicom", reason="the pacs extra (pynetdicom) is not installed")
+    orthanc.upload(first_files)
+    pacs_index, disk_index = tmp_path / "pacs-index", tmp_path / "disk-index"
+    summary = index_pacs(orthanc.dimse, index=pacs_index, model=TINY, workers=0)
+    assert summary.indexed == len(first_files) and summary.failed == 0, summary.failures
+    index_folder(_copy(first_files, tmp_path / "disk"), index=disk_index, model=TINY, workers=0)
+    _same(_contents(pacs_index), _contents(disk_index))
+    added = _series_files(shared_data, ADDED)
+    orthanc.upload(added)
+    again = index_pacs(orthanc.dimse, index=pacs_index, model=TINY, workers=0)
+    assert again.indexed == len(added) and again.unchanged == len(first_files)
+    with pytest.raises(RadsearchError, match="no study matches --modality US"):
+        index_pacs(orthanc.dimse, index=pacs_index, model=TINY, workers=0, modality="US")
+
+
+def test_dimse_refused_for_an_unknown_ae_title(orthanc, first_files, tmp_path, monkeypatch):
+    pytest.importorskip("pynetdicom", reason="the pacs extra (pynetdicom) is not installed")
+    orthanc.upload(first_files)
+    monkeypatch.setenv("RADSEARCH_DIMSE_AET", "STRANGER")
+    with pytest.raises(RadsearchError, match="STRANGER"):
+        index_pacs(orthanc.dimse, index=tmp_path / "index", model=TINY, workers=0, attempts=1)
