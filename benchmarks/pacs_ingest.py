@@ -5,9 +5,9 @@
 
 Starts a private Orthanc (Debian's orthanc and orthanc-dicomweb) on 127.0.0.1, uploads every DICOM
 instance of the corpus that it accepts (one per SOP Instance UID, as a PACS keeps them), then indexes the same
-instances into two fresh indexes: from a folder holding them (`index_folder`) and from Orthanc over
-DICOMweb (`index_pacs`: QIDO-RS listing and WADO-RS fetches included). Printed: studies/s and
-images/s of each, and PACS / disk.
+instances into three fresh indexes: from a folder holding them (`index_folder`), and from Orthanc
+over DICOMweb and over DIMSE (`index_pacs`: the listing and the fetches included). Printed:
+studies/s and images/s of each, and each PACS run / disk.
 """
 
 from __future__ import annotations
@@ -75,17 +75,21 @@ def main() -> None:
                                      workers=args.workers)
             from_pacs = index_pacs(server.dicomweb, index=scratch / "pacs-index", model=args.model,
                                    workers=args.workers, concurrency=args.concurrency)
+            from_dimse = index_pacs(server.dimse, index=scratch / "dimse-index", model=args.model,
+                                    workers=args.workers)
         finally:
             server.stop()
         studies = _studies(from_disk.index)
     print(f"{len(files)} instances, {studies} studies, model {args.model}, "
           f"{args.workers} decoding workers, {args.concurrency} concurrent WADO-RS requests")
-    for name, summary in (("disk", from_disk), ("Orthanc (DICOMweb)", from_pacs)):
+    runs = (("disk", from_disk), ("Orthanc (DICOMweb)", from_pacs), ("Orthanc (DIMSE)", from_dimse))
+    for name, summary in runs:
         print(f"{name:>20}: {summary.seconds:6.2f} s  {studies / summary.seconds:7.2f} studies/s  "
               f"{summary.images / summary.seconds:8.1f} images/s  ({summary.images} images, "
               f"{summary.failed} failed)")
-    print(f"{'PACS / disk':>20}: {from_disk.seconds / from_pacs.seconds:.2f}x throughput")
-    for name, summary in (("disk", from_disk), ("PACS", from_pacs)):
+    print(f"{'DICOMweb / disk':>20}: {from_disk.seconds / from_pacs.seconds:.2f}x throughput")
+    print(f"{'DIMSE / disk':>20}: {from_disk.seconds / from_dimse.seconds:.2f}x throughput")
+    for name, summary in runs:
         for path, reason in summary.failures:
             print(f"failed ({name}) {path}: {reason}")
 
