@@ -242,12 +242,14 @@ def resolve_study_id(store: Store, conn: sqlite3.Connection, ref: str) -> int | 
     """A study from its key, a Study/Series/SOP Instance UID, or an indexed file's path."""
     from radsearch.reading import salted_hash
 
+    # A PACS instance's key (dicomweb://..., dimse://...) is its path as it stands.
+    path = ref if "://" in ref else os.path.abspath(ref)
     for sql, value in (
         ("SELECT id FROM studies WHERE key = ?", ref),
         ("SELECT images.study_id FROM images JOIN files ON files.id = images.file_id "
-         "WHERE files.path = ?", os.path.abspath(ref)),
+         "WHERE files.path = ?", path),
         ("SELECT reports.study_id FROM reports JOIN files ON files.id = reports.file_id "
-         "WHERE files.path = ?", os.path.abspath(ref)),
+         "WHERE files.path = ?", path),
     ):
         row = conn.execute(sql + " LIMIT 1", (value,)).fetchone()
         if row is not None:

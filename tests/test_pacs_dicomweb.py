@@ -134,6 +134,23 @@ def test_prune_removes_a_study_deleted_from_the_pacs(orthanc, first_files, tmp_p
     assert len(_contents(index)["studies"]) == len(FIRST)  # CT_small's study is left
 
 
+def test_show_and_similar_open_a_study_indexed_from_a_pacs(orthanc, first_files, tmp_path):
+    from radsearch import show, similar
+
+    orthanc.upload(first_files)
+    index = tmp_path / "index"
+    index_pacs(orthanc.dicomweb, index=index, model=TINY, workers=0)
+    conn = sqlite3.connect(index / "catalog.sqlite")
+    key = conn.execute("SELECT path FROM files ORDER BY path LIMIT 1").fetchone()[0]
+    conn.close()
+    study = show(key, index=index)  # by the instance's key in the catalog
+    header = pydicom.dcmread(first_files[-1], stop_before_pixels=True)
+    assert show(header.StudyInstanceUID, index=index).series  # by a UID, hashed with the key
+    assert any(key in image for series in study.series for image in series.images)
+    hits = similar(key, index=index, k=5).hits
+    assert hits and study.study not in {hit.study for hit in hits}
+
+
 def test_a_run_whose_server_dies_is_finished_by_the_next(orthanc, first_files, tmp_path):
     orthanc.upload(first_files)
     index = tmp_path / "index"
