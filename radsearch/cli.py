@@ -377,10 +377,11 @@ def _image_lines(images) -> list[str]:
     lines: list[str] = []
     folder = None
     for image in images:
-        path = Path(_short_path(image.path))
-        name = path.name + (f"#{image.frame}" if image.frame else "")
-        if str(path.parent) != folder:
-            folder = str(path.parent)
+        # Split as text: a PACS instance's key (dicomweb://host/...) is no file path
+        parent, _, base = _short_path(image.path).rpartition("/")
+        name = base + (f"#{image.frame}" if image.frame else "")
+        if (parent or ".") != folder:
+            folder = parent or "."
             lines.append(escape(f"{folder}/"))
         lines.append(escape(f"  {name}"))
     return lines

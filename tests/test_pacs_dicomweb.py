@@ -202,6 +202,9 @@ def test_cli_indexes_a_pacs_and_never_prints_credentials(orthanc, first_files, t
     again = runner.invoke(app, args + ["--modality", "CT"])
     assert again.exit_code == 0 and "indexed 0, unchanged 1" in again.stdout
     assert PASSWORD not in result.output + again.output
+    found = runner.invoke(app, ["search", "brain", "--index", index])
+    assert found.exit_code == 0 and "dicomweb:/1" not in found.stdout  # the key, not a mangled path
+    assert "dicomweb://" in found.stdout
     folder = runner.invoke(app, ["index", str(tmp_path), "--index", index, "--since", "2020-01-01"])
     assert isinstance(folder.exception, RadsearchError)  # main() prints it as one line
     assert "select studies of a PACS" in str(folder.exception)
