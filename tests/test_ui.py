@@ -465,6 +465,11 @@ def test_label_query_pages_show_every_study_once(page, served: dict) -> None:
             assert parse_qs(urlparse(page.url).query)["page"] == [str(number)]
     assert shown == expected and len(set(shown)) == len(expected)
     assert page.get_by_role("button", name="Next page").is_disabled()
+    # Larger pages: the page seen is beyond the new last one, and the list starts again.
+    page.get_by_label("Studies per page", exact=True).fill(str(2 * size))
+    page.get_by_role("button", name="Find studies").click()
+    assert _card_studies(page, "label", min(2 * size, len(expected))) == expected[:2 * size]
+    assert not page.get_by_role("alert").count() and not page.get_by_test_id("stException").count()
 
 
 @needs_browser

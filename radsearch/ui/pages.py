@@ -216,8 +216,6 @@ def label_page() -> None:
         return
     size = int(page_size)
     pages = (len(hits) + size - 1) // size
-    if not 1 <= int(st.session_state.get("page", 1)) <= pages:
-        st.session_state["page"] = 1  # a page the list no longer has (fewer hits, larger pages)
     page = st.pagination(pages, key="page", bind=URL) if pages > 1 else 1
     first = (page - 1) * size
     results_grid(hits[first:first + size], "p", lambda hit: hit.probability, key="label",
