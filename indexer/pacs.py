@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 
-from radsearch import catalog
+from radsearch import catalog, runs
 from radsearch.diskspace import disk_full_named
 from radsearch.encoders import DEFAULT_MODEL, create_model
 from radsearch.errors import RadsearchError
@@ -75,7 +75,7 @@ def index_pacs(
     the studies indexed. At most ``concurrency`` requests are in flight; a busy (429, 5xx) or silent
     server is asked again ``attempts`` times, pausing ``backoff_s`` seconds, then twice as long...
     """
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     query = PacsQuery(_date(since), modality.upper() if modality else None, tuple(studies))
     if prune and query.filtered:
         raise RadsearchError("--prune removes what the PACS no longer holds, so it needs the whole "
@@ -88,14 +88,14 @@ def index_pacs(
                       model=model, batch_size=batch_size, spec=_backend_spec(backend, url,
                                                                              backend_options),
                       ct_windows=ct_windows, keep_phi=keep_phi, on_progress=on_progress,
-                      started=started)
+                      started=started, started_at=started_at)
     finally:
         source.close()
 
 
 def _index(source: PacsSource, instances, query: PacsQuery, *, index: Path, workers, prune: bool,
            model: str, batch_size: int, spec, ct_windows, keep_phi: bool, on_progress,
-           started: float) -> IndexSummary:
+           started: float, started_at: float) -> IndexSummary:
     windows = parse_ct_windows(ct_windows) if ct_windows is not None else None
     encoder = create_model(model)
     summary = IndexSummary(index=str(index))
@@ -103,6 +103,8 @@ def _index(source: PacsSource, instances, query: PacsQuery, *, index: Path, work
                                                         ct_windows=windows,
                                                         keep_phi=keep_phi) as store:
         summary.backend = store.spec.describe()
+        # On record like a folder's run: one stopped part-way stays on record as unfinished.
+        run_id = runs.record_start(store.conn, source.root, summary.backend, started_at)
         summary.warnings += store.repairs
         conn = store.conn
         found = source.found_files(instances, store.salt)
@@ -124,6 +126,8 @@ def _index(source: PacsSource, instances, query: PacsQuery, *, index: Path, work
         for counts in store.sync_backend().values():
             summary.sent += counts.sent
             summary.deleted += counts.deleted
+        runs.record_end(conn, run_id, time.time(), time.perf_counter() - started,
+                        {name: getattr(summary, name) for name in runs.COUNTS})
     summary.seconds = time.perf_counter() - started
     return summary
 

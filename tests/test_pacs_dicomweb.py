@@ -164,9 +164,14 @@ def test_a_run_whose_server_dies_is_finished_by_the_next(orthanc, first_files, t
                    attempts=2, backoff_s=0.05, on_progress=kill_after_four)
     done_before = _contents(index)["files"].get("indexed", 0)
     assert 4 <= done_before < len(first_files)
+    from radsearch import stats
+
+    assert stats(index=index)["last_run"]["finished"] is None  # on record as stopped
     orthanc.start()  # the same storage: the archive is back
     resumed = index_pacs(orthanc.dicomweb, index=index, model=TINY, workers=0)
     assert resumed.indexed == len(first_files) - done_before
+    last = stats(index=index)["last_run"]
+    assert last["finished"] is not None and last["root"].startswith("dicomweb://127.0.0.1")
     disk_index = tmp_path / "disk-index"
     index_folder(_copy(first_files, tmp_path / "disk"), index=disk_index, model=TINY, workers=0)
     _same(_contents(index), _contents(disk_index))
@@ -233,3 +238,69 @@ def test_dimse_refused_for_an_unknown_ae_title(orthanc, first_files, tmp_path, m
     monkeypatch.setenv("RADSEARCH_DIMSE_AET", "STRANGER")
     with pytest.raises(RadsearchError, match="STRANGER"):
         index_pacs(orthanc.dimse, index=tmp_path / "index", model=TINY, workers=0, attempts=1)
+
+
+def test_a_dimse_run_whose_server_dies_is_finished_by_the_next(orthanc, first_files, tmp_path):
+    pytest.importorskip("pynetdicom", reason="the pacs extra (pynetdicom) is not installed")
+    orthanc.upload(first_files)
+    index = tmp_path / "index"
+
+    def kill_after_four(progress):
+        if progress.done == 4 and orthanc.process is not None:
+            orthanc.kill()
+
+    with pytest.raises(PacsUnavailable, match="run again"):
+        index_pacs(orthanc.dimse, index=index, model=TINY, workers=0, attempts=2, backoff_s=0.05,
+                   on_progress=kill_after_four)
+    done_before = _contents(index)["files"].get("indexed", 0)
+    assert 4 <= done_before < len(first_files)
+    orthanc.start()
+    resumed = index_pacs(orthanc.dimse, index=index, model=TINY, workers=0)
+    assert resumed.indexed == len(first_files) - done_before and resumed.failed == 0
+
+
+def test_busy_answers_are_retried_with_growing_pauses(monkeypatch):
+    """The retry rule alone, with requests' own errors (the live server never answers 429)."""
+    import requests
+
+    from radsearch.indexer import dicomweb
+
+    pauses: list[float] = []
+    monkeypatch.setattr(dicomweb.time, "sleep", pauses.append)
+    source = dicomweb.DicomwebSource("dicomweb+http://127.0.0.1:9/dicom-web", attempts=4,
+                                     backoff_s=0.5)
+    answers = [429, 503, None]
+
+    def request():
+        status = answers.pop(0)
+        if status is None:
+            return "answered"
+        response = requests.Response()
+        response.status_code = status
+        raise requests.HTTPError(response=response)
+
+    assert source._call(request, "search") == "answered"
+    assert pauses == [0.5, 1.0]
+    response = requests.Response()
+    response.status_code = 400
+
+    def refused():
+        raise requests.HTTPError(response=response)
+
+    with pytest.raises(RadsearchError, match="answered the search with 400"):
+        source._call(refused, "search")
+    assert pauses == [0.5, 1.0]  # a client error is not asked again
+
+
+def test_credentials_come_from_the_environment_only(monkeypatch):
+    import requests
+
+    from radsearch.indexer.dicomweb import DicomwebSource
+
+    with pytest.raises(RadsearchError, match="must not hold credentials"):
+        DicomwebSource("dicomweb+https://user:secret@pacs.invalid/dicom-web")
+    monkeypatch.setenv("RADSEARCH_DICOMWEB_TOKEN", "token-value")
+    source = DicomwebSource("dicomweb+https://pacs.invalid/dicom-web")
+    prepared = source._client._session.prepare_request(requests.Request("GET", "https://x/"))
+    assert prepared.headers["Authorization"] == "Bearer token-value"
+    assert "token-value" not in repr(source._client._session.auth)
