@@ -67,7 +67,7 @@ def rouge_l(drafts: list[str], references: list[str]) -> float:
 
 
 def neighbours_of(task, work: Path) -> tuple[DraftSession, list, list[str]]:
-    cache = work / "neighbours.pkl"
+    cache = work / f"neighbours-{len(task.corpus)}-{len(task.evaluated)}.pkl"
     if cache.exists():  # the same corpus and rows as last time: the index is unchanged
         with open(cache, "rb") as handle:
             return None, *pickle.load(handle)

@@ -15,6 +15,7 @@ from radsearch.drafting.neighbours import Exclusions, NeighbourFinder
 from radsearch.encoders import Encoder, create_model
 from radsearch.errors import RadsearchError
 from radsearch.query_embedding import embed_file
+from radsearch.reports import PREAMBLE
 from radsearch.retrieval import resolve_study_id, study_vector
 from radsearch.store import Store, default_index_path
 
@@ -70,14 +71,13 @@ class DraftSession:
 
 
 def render(sentences: list[DraftSentence]) -> str:
-    """The draft as report text: one paragraph per section, headed unless it is the only
-    section and has no heading of its own."""
+    """The draft as report text: one line per section, headed by its name except the text that
+    comes before any heading in the neighbours' reports (``REPORT``)."""
     sections: dict[str, list[str]] = {}
     for sentence in sentences:
         sections.setdefault(sentence.section, []).append(sentence.text)
-    if list(sections) == ["REPORT"]:
-        return " ".join(sections["REPORT"])
-    return "\n".join(f"{name}: {' '.join(texts)}" for name, texts in sections.items())
+    return "\n".join(" ".join(texts) if name == PREAMBLE else f"{name}: {' '.join(texts)}"
+                     for name, texts in sections.items())
 
 
 def draft(

@@ -36,7 +36,7 @@ class RetrievalSettings:
 
     temperature: float = 0.2  # softmax of neighbour image scores into weights
     agreement: float = 1.0  # weight of agreement among neighbours in a sentence's score
-    image: float = 1.0  # weight of image-sentence similarity
+    image: float = 2.0  # weight of image-sentence similarity
     agree_from: float = 0.7  # text cosine below which another neighbour does not agree at all
     duplicate_from: float = 0.9  # text cosine from which two sentences are the same
     length: float = 1.3  # draft length relative to the neighbours' (weighted mean per section)
