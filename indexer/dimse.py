@@ -1,29 +1,27 @@
 """A PACS over DIMSE (``dimse://AET@host:port``): C-FIND lists the instances (study root: studies,
-their series, their instances), C-GET fetches each one, in its stored transfer syntax, on the same
-association (pynetdicom). radsearch calls as ``$RADSEARCH_DIMSE_AET`` (default RADSEARCH): the PACS
-must know that AE title (Orthanc: ``DicomModalities``) to answer C-FIND and C-GET.
+their series, their instances), C-GET fetches them, a batch of one series at a time, in their
+stored transfer syntax, on one association (pynetdicom). radsearch calls as
+``$RADSEARCH_DIMSE_AET`` (default RADSEARCH): the PACS must know that AE title (Orthanc:
+``DicomModalities``) to answer C-FIND and C-GET.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import threading
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
 from radsearch.errors import RadsearchError
-from radsearch.indexer.pacs_source import (
-    InstanceMissing,
-    PacsQuery,
-    PacsSource,
-    PacsUnavailable,
-    RemoteInstance,
-)
+from radsearch.indexer.pacs_source import PacsQuery, PacsSource, PacsUnavailable, RemoteInstance
+from radsearch.indexer.worker import ReadOutcome, ReadTask
 
 SCHEME = "dimse"
+_BATCH = 16  # instances asked for in one C-GET: few round trips, a small spool
 _PENDING = {0xFF00, 0xFF01}
 T = TypeVar("T")
 
@@ -46,12 +44,11 @@ class DimseSource(PacsSource):
         self.called, self.host, self.port = match[1], match[2], int(match[3])
         self.calling = os.environ.get("RADSEARCH_DIMSE_AET") or "RADSEARCH"
         self.root = f"dimse://{self.called}@{self.host}:{self.port}"
-        self.concurrency = 1  # one association, one C-GET at a time
         self.attempts, self.backoff_s, self.timeout_s = max(1, attempts), backoff_s, timeout_s
         self._get_assoc = None
         self._get_classes: frozenset[str] = frozenset()
-        self._target: Path | None = None
-        self._lock = threading.Lock()
+        self._spool: Path | None = None  # where the C-STORE handler writes what C-GET sends
+        self._received: dict[str, Path] = {}
 
     # --- C-FIND ---
 
@@ -121,30 +118,51 @@ class DimseSource(PacsSource):
 
     # --- C-GET ---
 
-    def fetch_instance(self, instance: RemoteInstance, target: Path) -> None:
-        with self._lock:
-            self._retry(lambda: self._get(instance, target), "fetch")
+    def fetch(self, tasks: Iterable[ReadTask], spool: Path,
+              failures: list[ReadOutcome]) -> Iterator[ReadTask]:
+        """As ``PacsSource.fetch``, with one C-GET for up to ``_BATCH`` instances of a series (a
+        C-GET costs a round trip of the PACS whatever its size)."""
+        by_series: dict[tuple[str, str], list[ReadTask]] = {}
+        for task in tasks:
+            instance = self._instances[task.path]
+            by_series.setdefault((instance.study, instance.series), []).append(task)
+        for (study, series), series_tasks in by_series.items():
+            for start in range(0, len(series_tasks), _BATCH):
+                batch = series_tasks[start:start + _BATCH]
+                sops = [self._instances[task.path].sop for task in batch]
+                files = self._retry(lambda: self._get(study, series, sops, spool), "fetch")
+                for task, sop in zip(batch, sops):
+                    if sop in files:
+                        yield replace(task, read_path=str(files[sop]))
+                    else:
+                        failures.append(ReadOutcome(task.path, "failed",
+                                                    reason="no longer in the PACS (C-GET sent "
+                                                           "nothing)"))
 
-    def _get(self, instance: RemoteInstance, target: Path) -> None:
+    def _get(self, study: str, series: str, sops: list[str], spool: Path) -> dict[str, Path]:
+        """The instances ``sops`` of one series, each written to a file of ``spool``."""
         from pydicom.dataset import Dataset
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as Get
 
         assoc = self._get_association()
         ask = Dataset()
         ask.QueryRetrieveLevel = "IMAGE"
-        ask.StudyInstanceUID, ask.SeriesInstanceUID = instance.study, instance.series
-        ask.SOPInstanceUID = instance.sop
-        self._target = target
-        final = None
-        for status, _ in assoc.send_c_get(ask, Get):
-            if not status:
-                self._drop_get_association()
-                raise _Lost(f"the PACS ended the association during a C-GET: does it accept "
-                            f"the calling AE title {self.calling}? RADSEARCH_DIMSE_AET sets it")
-            final = status
-        if target.stat().st_size == 0:
-            code = f"0x{final.Status:04X}" if final is not None else "no status"
-            raise InstanceMissing(f"C-GET sent nothing, status {code}")
+        ask.StudyInstanceUID, ask.SeriesInstanceUID = study, series
+        ask.SOPInstanceUID = sops if len(sops) > 1 else sops[0]  # a UID list: one round trip
+        wanted = set(sops)
+        self._received = {}
+        self._spool = spool
+        try:
+            for status, _ in assoc.send_c_get(ask, Get):
+                if not status:
+                    self._drop_get_association()
+                    raise _Lost(f"the PACS ended the association during a C-GET: does it accept "
+                                f"the calling AE title {self.calling}? RADSEARCH_DIMSE_AET sets it")
+        except _Lost:
+            for path in self._received.values():  # a partial batch is fetched again whole
+                path.unlink(missing_ok=True)
+            raise
+        return {sop: path for sop, path in self._received.items() if sop in wanted}
 
     def _get_association(self):
         from pynetdicom import AE, build_role, evt
@@ -168,9 +186,13 @@ class DimseSource(PacsSource):
         self._get_assoc = None
 
     def _store(self, event) -> int:
-        """The instance C-GET sends: its bytes as received, meta header included."""
-        assert self._target is not None
-        self._target.write_bytes(bytes(event.encoded_dataset(include_meta=True)))
+        """An instance C-GET sends: its bytes as received, meta header included."""
+        assert self._spool is not None
+        sop = str(event.request.AffectedSOPInstanceUID)
+        fd, name = tempfile.mkstemp(dir=self._spool, suffix=".dcm")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(bytes(event.encoded_dataset(include_meta=True)))
+        self._received[sop] = Path(name)
         return 0x0000
 
     def close(self) -> None:

@@ -67,7 +67,8 @@ class RemoteInstance:
 
 class PacsSource:
     """A PACS that lists instances (``list_instances``) and fetches one into a file
-    (``fetch_instance``); the subclass says how."""
+    (``fetch_instance``, or ``fetch`` for a source that fetches in batches); the subclass says
+    how."""
 
     root: str  # the catalog keys of its instances begin with it
     concurrency: int = 1  # fetches in flight at a time
