@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from radsearch.drafting.findings import extract_findings, positive_findings, sentence_findings
@@ -51,3 +53,26 @@ def test_normal_report_is_no_finding() -> None:
     statuses = extract_findings("The heart is normal in size. The lungs are clear. No pneumothorax.")
     assert statuses["No Finding"] == "positive"
     assert statuses["Cardiomegaly"] == "negative"
+
+
+def test_extractor_agrees_with_the_iu_xray_mesh_terms(shared_data) -> None:
+    """On the 3,955 real IU X-ray reports the extractor finds what their MeSH terms list
+    (benchmarks/finding_extractor_iu.py prints the per-finding table)."""
+    import importlib.util
+
+    archive = shared_data / "iu_xray_reports" / "NLMCXR_reports.tgz"
+    if not archive.exists():
+        pytest.skip(f"{archive} not found")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "finding_extractor_iu.py"
+    spec = importlib.util.spec_from_file_location("finding_extractor_iu", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tp = predicted = true = 0
+    for text, terms in module.read_reports(archive):
+        if not text or any(t.lower() == "no indexing" for t in terms):
+            continue
+        truth = module.true_findings(terms) - {"No Finding"}
+        found = positive_findings(text) & set(module.MESH)
+        found.discard("No Finding")
+        tp, predicted, true = tp + len(found & truth), predicted + len(found), true + len(truth)
+    assert tp / predicted > 0.8 and tp / true > 0.85, (tp / predicted, tp / true)

@@ -9,7 +9,8 @@ import numpy as np
 from radsearch.drafting.base import DraftLine, ReportSource
 from radsearch.drafting.text import normalise
 from radsearch.store import Store
-from radsearch.vectors import read_vectors
+from radsearch.drafting.neighbours import sentence_rows
+from radsearch.vectors import blobs_to_matrix
 
 
 class CatalogReports(ReportSource):
@@ -32,12 +33,11 @@ class CatalogReports(ReportSource):
             reports = conn.execute("SELECT id, text FROM reports ORDER BY id").fetchall()
             counts = Counter(normalise(text) for _, text in reports)
             top, count = counts.most_common(1)[0]
-            rows = conn.execute("SELECT id, report_id, section, text FROM sentences ORDER BY report_id, idx"
-                                ).fetchall()
-            vectors = read_vectors(conn, "sentences", [row[0] for row in rows], self.store.dim)
+            rows = sentence_rows(conn, "1", ())
+        vectors = blobs_to_matrix([row[4] for row in rows], self.store.dim)
         by_report: dict[int, list[int]] = {}
         for i, row in enumerate(rows):
-            by_report.setdefault(row[1], []).append(i)
+            by_report.setdefault(row[2], []).append(i)
         if count > 1:
             chosen = next(rid for rid, text in reports if normalise(text) == top and rid in by_report)
         else:
@@ -46,4 +46,4 @@ class CatalogReports(ReportSource):
             means /= np.linalg.norm(means, axis=1, keepdims=True) + 1e-12
             centroid = means.mean(axis=0)
             chosen = ids[int(np.argmax(means @ centroid))]
-        return [DraftLine(rows[i][2], rows[i][3], vectors[i]) for i in by_report[chosen]]
+        return [DraftLine(rows[i][1], rows[i][3], vectors[i]) for i in by_report[chosen]]

@@ -18,7 +18,7 @@ from radsearch.backends import PointFilter
 from radsearch.drafting.base import Neighbour, NeighbourSentence
 from radsearch.errors import RadsearchError
 from radsearch.store import Store
-from radsearch.vectors import read_vectors
+from radsearch.vectors import blobs_to_matrix
 
 
 @dataclass(frozen=True)
@@ -89,15 +89,21 @@ def _patients_of(conn: sqlite3.Connection, studies: frozenset[str]) -> set[str]:
         sorted(studies))}
 
 
+def sentence_rows(conn: sqlite3.Connection, where: str, args: tuple) -> list[tuple]:
+    """(sentence id, section, report id, text, vector blob) of the sentences that ``where`` selects,
+    in report order; a sentence without a vector (beyond a report's embedded length) is left out."""
+    return conn.execute(
+        "SELECT sentences.id, section, sentences.report_id, sentences.text, vectors.vec FROM sentences "
+        "JOIN vectors ON vectors.collection = 'sentences' AND vectors.ref_id = sentences.id "
+        f"WHERE {where} ORDER BY sentences.report_id, sentences.idx", args).fetchall()
+
+
 def _neighbour(conn: sqlite3.Connection, study: str, score: float, dim: int) -> Neighbour:
     study_id = conn.execute("SELECT id FROM studies WHERE key = ?", (study,)).fetchone()[0]
     reports = [row[0] for row in conn.execute(
         "SELECT text FROM reports WHERE study_id = ? ORDER BY id", (study_id,))]
-    rows = conn.execute(
-        "SELECT sentences.id, section, idx, sentences.text FROM sentences "
-        "JOIN reports ON reports.id = sentences.report_id WHERE sentences.study_id = ? "
-        "ORDER BY reports.id, idx", (study_id,)).fetchall()
-    vectors = read_vectors(conn, "sentences", [row[0] for row in rows], dim)
+    rows = sentence_rows(conn, "sentences.study_id = ?", (study_id,))
+    vectors = blobs_to_matrix([row[4] for row in rows], dim)
     sentences = tuple(NeighbourSentence(row[1], position, row[3], vectors[position])
                       for position, row in enumerate(rows))
     return Neighbour(study, float(score), "\n\n".join(reports), sentences)
