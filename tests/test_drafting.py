@@ -16,6 +16,7 @@ from radsearch.drafting.citations import cite
 from radsearch.drafting.findings import sentence_findings
 from radsearch.drafting.retrieval_drafter import RetrievalDrafter
 from radsearch.errors import RadsearchError
+from tests.backend_params import QDRANT_EDGE
 from tests.drafting_corpus import REPORTS, STUDY_UID, build_studies
 
 DRAFTERS = ("retrieval", "nn-copy", "most-common")
@@ -207,3 +208,14 @@ def test_bad_input_is_one_line_and_a_failure(indexed: Path, tmp_path: Path, case
     assert err.count("\n") == 1 and err.startswith("error: "), err
     assert {"unreadable": "broken.png", "empty": "empty", "no reports": "no indexed study has a report",
             "k too large": "larger than the corpus", "no index": "missing"}[case] in err
+
+
+@pytest.mark.parametrize("backend", [QDRANT_EDGE])
+def test_drafts_the_same_from_another_back_end(indexed: Path, tmp_path_factory, backend: str) -> None:
+    from radsearch.indexer import index_folder
+
+    index = tmp_path_factory.mktemp("other-backend") / "index"
+    index_folder(indexed.parent / "studies", index=index, model="hashing-tiny", workers=0, backend=backend)
+    here, there = (draft(STUDY_UID.format(3), index=i, k=3) for i in (indexed, index))
+    assert [s.text for s in here.sentences] == [s.text for s in there.sentences]
+    assert [n.score for n in here.neighbours] == pytest.approx([n.score for n in there.neighbours], abs=1e-4)
