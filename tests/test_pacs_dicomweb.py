@@ -177,11 +177,18 @@ def test_a_run_whose_server_dies_is_finished_by_the_next(orthanc, first_files, t
     _same(_contents(index), _contents(disk_index))
 
 
-def test_filters_and_refusals_are_one_line(orthanc, first_files, tmp_path, monkeypatch):
+def test_filters_and_refusals_are_one_line(orthanc, first_files, shared_data, tmp_path,
+                                           monkeypatch):
     orthanc.upload(first_files)
     index = tmp_path / "index"
     ct = index_pacs(orthanc.dicomweb, index=index, model=TINY, workers=0, modality="CT")
     assert ct.indexed == 1
+    mr_study = pydicom.dcmread(first_files[0], stop_before_pixels=True).StudyInstanceUID
+    one = index_pacs(orthanc.dicomweb, index=index, model=TINY, workers=0, studies=[mr_study])
+    assert one.indexed == len(_series_files(shared_data, FIRST[0]))
+    assert one.missing == 0  # what lies outside the query is not missing
+    rest = index_pacs(orthanc.dicomweb, index=index, model=TINY, workers=0, since="1900-01-01")
+    assert rest.indexed + rest.unchanged == len(first_files)
     with pytest.raises(RadsearchError, match="no study matches --since 2999-01-01"):
         index_pacs(orthanc.dicomweb, index=index, model=TINY, workers=0, since="2999-01-01")
     with pytest.raises(RadsearchError, match="needs the whole archive"):
