@@ -435,6 +435,8 @@ def show(
     out.print(f"study {detail.study}  date {detail.study_date or '-'}  {detail.description or ''}",
               **plain)
     _print_identifiers(detail.identifiers, "  ")
+    if detail.link:
+        out.print(f"  link {detail.link}", **plain)
     for series in detail.series:
         out.print(
             f"  series {series.series}  {series.modality or '-'} {series.body_part or ''} "

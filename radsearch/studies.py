@@ -8,6 +8,7 @@ from pathlib import Path
 
 from radsearch import catalog, runs
 from radsearch.errors import RadsearchError
+from radsearch.pacs_links import study_link
 from radsearch.reading.phi import SERIES_ATTRIBUTES, STUDY_ATTRIBUTES
 from radsearch.retrieval import resolve_study_id
 from radsearch.store import CT_WINDOWS_KEY, Store, default_index_path
@@ -41,6 +42,8 @@ class StudyDetail:
     reports: list[ReportDetail] = field(default_factory=list)
     # With --keep-phi: the study's identifying attributes in clear, keyword -> distinct values.
     identifiers: dict[str, list[str]] = field(default_factory=dict)
+    # Its link in its PACS or a viewer: $RADSEARCH_PACS_LINK, with --keep-phi (radsearch.pacs_links)
+    link: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,6 +66,7 @@ def show(ref: str, *, index: Path | None = None) -> StudyDetail:
             detail = StudyDetail(study["key"], study["study_date"], study["description"])
             if keeps_phi:
                 detail.identifiers = _identifiers(conn, "study", study["key"], STUDY_ATTRIBUTES)
+                detail.link = study_link(detail.identifiers)
             for series in conn.execute(
                 "SELECT * FROM series WHERE study_id = ? ORDER BY series_number, id", (study_id,)
             ).fetchall():

@@ -311,3 +311,18 @@ def test_credentials_come_from_the_environment_only(monkeypatch):
     prepared = source._client._session.prepare_request(requests.Request("GET", "https://x/"))
     assert prepared.headers["Authorization"] == "Bearer token-value"
     assert "token-value" not in repr(source._client._session.auth)
+
+
+def test_a_study_carries_its_pacs_link_with_keep_phi_only(orthanc, first_files, tmp_path,
+                                                          monkeypatch):
+    from radsearch import show
+
+    orthanc.upload(first_files[-1:])
+    uid = pydicom.dcmread(first_files[-1], stop_before_pixels=True).StudyInstanceUID
+    monkeypatch.setenv("RADSEARCH_PACS_LINK",
+                       "https://viewer.invalid/?StudyInstanceUIDs={StudyInstanceUID}")
+    kept, hashed = tmp_path / "kept", tmp_path / "hashed"
+    index_pacs(orthanc.dicomweb, index=kept, model=TINY, workers=0, keep_phi=True)
+    index_pacs(orthanc.dicomweb, index=hashed, model=TINY, workers=0)
+    assert show(uid, index=kept).link == f"https://viewer.invalid/?StudyInstanceUIDs={uid}"
+    assert show(uid, index=hashed).link is None  # the UID is not in that index to link with
