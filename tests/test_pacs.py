@@ -1,4 +1,4 @@
-"""Indexing a PACS over DICOMweb, against a real Orthanc started on 127.0.0.1 for each test."""
+"""Indexing a PACS over DICOMweb and DIMSE, against a real Orthanc started on 127.0.0.1."""
 
 from __future__ import annotations
 
