@@ -4,8 +4,8 @@
                                      [--workers N] [--concurrency 4]
 
 Starts a private Orthanc (Debian's orthanc and orthanc-dicomweb) on 127.0.0.1, uploads every DICOM
-instance of the corpus that it accepts (one per SOP Instance UID, as a PACS keeps them), then indexes the same
-instances into three fresh indexes: from a folder holding them (`index_folder`), and from Orthanc
+instance of the corpus that it accepts (one per SOP Instance UID, as a PACS keeps them), then
+indexes the same instances into three fresh indexes: from a folder holding them (`index_folder`), and from Orthanc
 over DICOMweb and over DIMSE (`index_pacs`: the listing and the fetches included). Printed:
 studies/s and images/s of each, and each PACS run / disk.
 """
@@ -55,7 +55,8 @@ def main() -> None:
     files = unique_instances(args.corpus)
     if not files:
         sys.exit(f"{args.corpus}: no DICOM file found")
-    os.environ["RADSEARCH_DICOMWEB_USER"], os.environ["RADSEARCH_DICOMWEB_PASSWORD"] = USER, PASSWORD
+    os.environ["RADSEARCH_DICOMWEB_USER"] = USER
+    os.environ["RADSEARCH_DICOMWEB_PASSWORD"] = PASSWORD
     with tempfile.TemporaryDirectory(prefix="radsearch-pacs-bench-") as scratch:
         scratch = Path(scratch)
         os.environ.setdefault("RADSEARCH_KEY_DIR", str(scratch / "keys"))

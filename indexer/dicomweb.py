@@ -37,8 +37,8 @@ def is_dicomweb(source: str) -> bool:
 
 
 class DicomwebSource(PacsSource):
-    """One DICOMweb service: ``dicomweb+https://host[:port]/path`` (``dicomweb+http`` for a server on
-    this machine or a trusted network)."""
+    """One DICOMweb service: ``dicomweb+https://host[:port]/path`` (``dicomweb+http`` for a server
+    on this machine or a trusted network)."""
 
     def __init__(self, address: str, *, concurrency: int = 4, attempts: int = 5,
                  backoff_s: float = 0.5, timeout_s: float = 60.0):

@@ -66,8 +66,8 @@ def index_pacs(
 ) -> IndexSummary:
     """Index the studies of the PACS ``address`` into ``index``: a DICOMweb service
     (``dicomweb+https://host/path``, indexer.dicomweb) or a DICOM node (``dimse://AET@host:port``,
-    indexer.dimse), as ``index_folder`` does a folder: instances are read by the same reader under the
-    same rules, a second run fetches only instances it has not indexed (by SOP Instance UID), a run
+    indexer.dimse), as ``index_folder`` does a folder: instances are read by the same reader under
+    the same rules, a second run fetches only instances it has not indexed (by SOP Instance UID), a run
     stopped part-way (or whose server stopped answering) is finished by the next one, and
     ``prune`` removes what the PACS no longer holds.
 

@@ -1,8 +1,8 @@
 """What every PACS source shares (indexer.dicomweb, indexer.dimse): the query, the instances it
 lists, their keys in the catalog, and fetching them into a spool folder that the read stage empties.
 
-An instance's key in the catalog is ``<root>/instances/<keyed hash of its SOP Instance UID>``: like a
-file's path it identifies it across runs (a second run fetches only what is new), yet it holds no
+An instance's key in the catalog is ``<root>/instances/<keyed hash of its SOP Instance UID>``:
+like a file's path it identifies it across runs (a second run fetches only what is new), yet it holds no
 UID in clear.
 """
 
@@ -118,7 +118,8 @@ class PacsSource:
         """Each task with ``read_path`` set to a copy of its instance fetched into ``spool``, in
         order, with at most ``concurrency`` fetches at a time. An instance the server no longer
         has is added to ``failures``; a server that stops answering raises PacsUnavailable."""
-        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="radsearch-fetch")
+        pool = ThreadPoolExecutor(max_workers=self.concurrency,
+                                  thread_name_prefix="radsearch-fetch")
         try:
             pending: list[tuple[ReadTask, Future]] = []
             queue = iter(tasks)

@@ -1,6 +1,6 @@
 """A study's link in its PACS or viewer, from a URL template the user sets in
-``$RADSEARCH_PACS_LINK``, e.g. ``https://pacs.example.org/viewer?StudyInstanceUIDs={StudyInstanceUID}``
-or a WADO-RS address ``https://pacs.example.org/dicom-web/studies/{StudyInstanceUID}``.
+``$RADSEARCH_PACS_LINK``, e.g.
+``https://pacs.example.org/viewer?StudyInstanceUIDs={StudyInstanceUID}`` or a WADO-RS address ``https://pacs.example.org/dicom-web/studies/{StudyInstanceUID}``.
 
 The link needs the Study Instance UID in clear, which an index holds only when built with
 ``--keep-phi``; other indexes keep only a keyed hash of it, so their studies have no link.

@@ -90,7 +90,8 @@ class OrthancServer:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"Orthanc exited at start: {(self.folder / 'orthanc.log').read_text()[-2000:]}")
+                log = (self.folder / "orthanc.log").read_text(errors="replace")
+                raise RuntimeError(f"Orthanc exited at start: {log[-2000:]}")
             try:
                 if requests.get(f"{self.url}/system", auth=(USER, PASSWORD), timeout=2).ok:
                     return
