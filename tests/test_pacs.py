@@ -51,7 +51,7 @@ def first_files(shared_data: Path) -> list[Path]:
     from pydicom.data import get_testdata_file
 
     files = [path for folder in FIRST for path in _series_files(shared_data, folder)]
-    return files + [Path(get_testdata_file("CT_small.dcm"))]
+    return files + [Path(get_testdata_file("CT_small.dcm", download=False))]
 
 
 def _copy(files: list[Path], folder: Path) -> Path:
@@ -326,3 +326,21 @@ def test_a_study_carries_its_pacs_link_with_keep_phi_only(orthanc, first_files, 
     index_pacs(orthanc.dicomweb, index=hashed, model=TINY, workers=0)
     assert show(uid, index=kept).link == f"https://viewer.invalid/?StudyInstanceUIDs={uid}"
     assert show(uid, index=hashed).link is None  # the UID is not in that index to link with
+
+
+def test_a_structured_report_in_the_pacs_becomes_its_study_report(orthanc, tmp_path):
+    from tests.reading_helpers import pydicom_file
+
+    files = [pydicom_file("test-SR.dcm"), pydicom_file("CT_small.dcm")]
+    orthanc.upload(files)
+    pacs_index, disk_index = tmp_path / "pacs-index", tmp_path / "disk-index"
+    summary = index_pacs(orthanc.dicomweb, index=pacs_index, model=TINY, workers=0)
+    assert summary.reports == 1 and summary.failed == 0
+    index_folder(_copy(files, tmp_path / "disk"), index=disk_index, model=TINY, workers=0)
+    reports = []
+    for index in (pacs_index, disk_index):
+        conn = sqlite3.connect(index / "catalog.sqlite")
+        reports.append(conn.execute("SELECT studies.key, reports.source, reports.text FROM reports "
+                                    "JOIN studies ON studies.id = reports.study_id").fetchall())
+        conn.close()
+    assert reports[0] and reports[0] == reports[1]
