@@ -42,8 +42,12 @@ class DicomwebSource(PacsSource):
 
     def __init__(self, address: str, *, concurrency: int = 4, attempts: int = 5,
                  backoff_s: float = 0.5, timeout_s: float = 60.0):
-        import requests
-        from dicomweb_client.api import DICOMwebClient
+        try:
+            import requests
+            from dicomweb_client.api import DICOMwebClient
+        except ImportError:
+            raise RadsearchError("a DICOMweb source needs the pacs extra: "
+                                 "pip install 'radsearch[pacs]'") from None
 
         super().__init__()
         parts = urlsplit(address)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -344,3 +345,16 @@ def test_a_structured_report_in_the_pacs_becomes_its_study_report(orthanc, tmp_p
                                     "JOIN studies ON studies.id = reports.study_id").fetchall())
         conn.close()
     assert reports[0] and reports[0] == reports[1]
+
+
+@pytest.mark.parametrize("module, address", [
+    ("dicomweb_client", "dicomweb+https://pacs.invalid/dicom-web"),
+    ("pynetdicom", "dimse://PACS@pacs.invalid:104"),
+])
+def test_without_the_pacs_extra_one_line_says_what_to_install(module, address, monkeypatch):
+    from radsearch.indexer.pacs import open_source
+
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    monkeypatch.setitem(sys.modules, f"{module}.api", None)
+    with pytest.raises(RadsearchError, match=r"pip install 'radsearch\[pacs\]'"):
+        open_source(address)
