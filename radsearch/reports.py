@@ -117,7 +117,11 @@ def _is_heading_position(text: str, match: re.Match[str]) -> bool:
     if i == 0 or text[i - 1] == "\n":
         return True
     # "...no effusion IMPRESSION: ..." - an upper-case heading is a heading wherever it stands.
-    return text[i - 1] in ".;!?)" or match.group(1).isupper()
+    if match.group(1).isupper():
+        return True
+    # "Chest X-ray. Finding: COVID-19." - a singular "Finding:" inside a line names one finding, a
+    # label of the sentence, not a section.
+    return text[i - 1] in ".;!?)" and match.group(1).lower() != "finding"
 
 
 def split_sections(text: str) -> list[tuple[str, str]]:

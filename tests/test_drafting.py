@@ -155,6 +155,45 @@ def test_near_duplicates_are_dropped() -> None:
     assert len(lines) == 1
 
 
+def test_the_draft_starts_from_the_report_the_other_neighbours_agree_with() -> None:
+    """The nearest report is an outlier; the draft is the report that the others support."""
+    nodule, clear, heart, fracture = _unit(1, 0, 0, 0), _unit(0, 1, 0, 0), _unit(0, 0, 1, 0), _unit(0, 0, 0, 1)
+    neighbours = [
+        _neighbour("outlier", 0.91, [("Rib fracture.", fracture)]),
+        _neighbour("a", 0.90, [("Right lung nodule.", nodule), ("Heart size is normal.", heart)]),
+        _neighbour("b", 0.89, [("Right lung nodule.", nodule), ("Lungs otherwise clear.", clear)]),
+        _neighbour("c", 0.88, [("Right lung nodule.", nodule), ("Heart size is normal.", heart)]),
+    ]
+    texts = [line.text for line in RetrievalDrafter().compose(_unit(1, 1, 1, 1), neighbours, source=None)]
+    assert texts == ["Right lung nodule.", "Heart size is normal."]
+
+
+def test_a_sentence_most_neighbours_say_is_added_to_the_chosen_report() -> None:
+    nodule, heart, spine = _unit(1, 0, 0), _unit(0, 1, 0), _unit(0, 0, 1)
+    neighbours = [
+        _neighbour("a", 0.90, [("Right lung nodule.", nodule)]),
+        _neighbour("b", 0.89, [("Right lung nodule.", nodule), ("Heart size is normal.", heart)]),
+        _neighbour("c", 0.88, [("Spine degenerative change.", spine), ("Heart size is normal.", heart)]),
+        _neighbour("d", 0.87, [("Heart size is normal.", heart)]),
+    ]
+    texts = [line.text for line in RetrievalDrafter().compose(_unit(1, 1, 0), neighbours, source=None)]
+    assert "Right lung nodule." in texts and "Heart size is normal." in texts
+    assert "Spine degenerative change." not in texts
+
+
+def test_a_draft_states_one_diagnosis_label_the_better_supported() -> None:
+    """The nearest report (the one drafted from) says SARS; more neighbour weight says COVID-19."""
+    opacity, heart, sars, covid = _unit(1, 0, 0, 0), _unit(0, 1, 0, 0), _unit(0, 0, 1, 0), _unit(0, 0, 0, 1)
+    neighbours = [
+        _neighbour("a", 0.95, [("Finding: SARS.", sars), ("Patchy opacities.", opacity),
+                               ("Heart size is normal.", heart)]),
+        _neighbour("b", 0.89, [("Finding: COVID-19.", covid), ("Patchy opacities.", opacity)]),
+        _neighbour("c", 0.89, [("Finding: COVID-19.", covid), ("Heart size is normal.", heart)]),
+    ]
+    texts = [line.text for line in RetrievalDrafter().compose(_unit(1, 1, 0, 0), neighbours, source=None)]
+    assert texts == ["Finding: COVID-19.", "Patchy opacities.", "Heart size is normal."]
+
+
 def test_a_sentence_no_neighbour_supports_says_so() -> None:
     neighbours = [_neighbour("a", 0.9, [("Heart size is normal.", _unit(1, 0, 0))])]
     lines = [DraftLine("REPORT", "Heart size is normal.", _unit(1, 0, 0)),

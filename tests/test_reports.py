@@ -111,6 +111,15 @@ def test_upper_case_heading_counts_mid_sentence_lower_case_does_not():
     assert split_sections(text) == [("REPORT", text)]
 
 
+def test_a_singular_finding_label_inside_a_line_is_no_heading():
+    """covid_cxr notes: "Finding: COVID-19." labels the case; it opens no FINDINGS section."""
+    text = "Chest X-ray, PA view. Finding: COVID-19. Patchy opacities in both lungs."
+    assert split_sections(text) == [("REPORT", text)]
+    assert split_sections("Finding: Normal.\nImpression: Normal study.") == [
+        ("FINDINGS", "Normal."), ("IMPRESSION", "Normal study.")]
+    assert split_sections("Heart normal. FINDING: Nodule.") == [("REPORT", "Heart normal."), ("FINDINGS", "Nodule.")]
+
+
 def test_empty_sections_dropped_and_crlf_handled():
     assert split_sections("FINDINGS:\r\nIMPRESSION:\r\n  Normal.\r\n") == [("IMPRESSION", "Normal.")]
     assert split_sections("   \n") == []
