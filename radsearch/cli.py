@@ -685,7 +685,7 @@ def main() -> None:
     import sqlite3
     import warnings
 
-    from radsearch.errors import IndexOutOfStepWarning
+    from radsearch.errors import IndexOutOfStepWarning, StoreUnavailableWarning
 
     # A crash in native code (a signal such as SIGBUS) is at least named, never silent.
     try:
@@ -695,7 +695,7 @@ def main() -> None:
     shown = warnings.showwarning
 
     def show_warning(message, category, *args, **kwargs) -> None:
-        if issubclass(category, IndexOutOfStepWarning):
+        if issubclass(category, (IndexOutOfStepWarning, StoreUnavailableWarning)):
             err.print(f"warning: {message}", highlight=False, markup=False, soft_wrap=True)
         else:
             shown(message, category, *args, **kwargs)

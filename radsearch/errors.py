@@ -15,3 +15,8 @@ class IndexNotFoundError(RadsearchError):
 
 class IndexOutOfStepWarning(UserWarning):
     """An index's search back end disagrees with its catalog (one line; the next run repairs it)."""
+
+
+class StoreUnavailableWarning(UserWarning):
+    """An index's search back end cannot be opened on its disk (full, read-only): searches are
+    answered from the catalog (one line)."""

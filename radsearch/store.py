@@ -31,12 +31,13 @@ from pathlib import Path
 from radsearch import catalog, health, keys
 from radsearch.backends import Backend, BackendSpec, open_backend
 from radsearch.backends import sync as backend_sync
-from radsearch.backends.base import StoreDamagedError
+from radsearch.backends.base import StoreDamagedError, StoreUnopenableError
 from radsearch.errors import (
     IndexNotFoundError,
     IndexOutOfStepWarning,
     ModelMismatchError,
     RadsearchError,
+    StoreUnavailableWarning,
 )
 from radsearch.reading.prepare import (
     CtWindow,
@@ -331,9 +332,23 @@ class Store:
                 raise RadsearchError(f"{self.path}: this index was made by an older radsearch: run "
                                      "`radsearch index` on it once to fill its search back end")
             name = self.meta["model.name"] if self.conn is not None or self._record else None
-            self._backend = open_backend(self.spec, self.path, vector_name=name,
-                                         read_only=self._lock is None)
+            try:
+                self._backend = open_backend(self.spec, self.path, vector_name=name,
+                                             read_only=self._lock is None)
+            except StoreUnopenableError as error:
+                if self._lock is not None or self.conn is None:
+                    raise
+                self._backend = self._catalog_stand_in(error)
         return self._backend
+
+    def _catalog_stand_in(self, error: StoreUnopenableError) -> Backend:
+        """A reader whose store cannot be opened on this disk answers from the catalog, which
+        holds every vector and payload the store was sent: the same results, by exact search."""
+        from radsearch.backends.catalog_backend import CatalogBackend
+
+        warnings.warn(f"{error}; meanwhile answering from the catalog (exact search over its "
+                      "vectors, slower on a large index)", StoreUnavailableWarning, stacklevel=4)
+        return CatalogBackend(self.conn, self.dim)
 
     def _release_exclusive(self) -> None:
         """A store that admits one process at a time is held only while used."""

@@ -8,10 +8,12 @@ saying so, where mounting is not permitted).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from radsearch import check_index, search, stats
-from radsearch.errors import IndexOutOfStepWarning, RadsearchError
+from radsearch import Filters, check_index, label_query, search, show, similar, stats
+from radsearch.errors import IndexOutOfStepWarning, RadsearchError, StoreUnavailableWarning
 from radsearch.indexer import index_folder
 
 TINY = "hashing-tiny"
@@ -213,11 +215,14 @@ def test_read_only_index_answers_and_index_says_so_in_one_line(small_disk, tmp_p
     _remount(small_disk, "ro")
 
     assert stats(index=index)["images"] == 6
-    if backend == "faiss":
+    with _store_unavailable(backend):
         assert _image_hits(index) == expected
-    else:  # Qdrant Edge maps its segments for writing, even to search: one line says so
-        line = _one_line(_run_cli("search", "mass", "--index", str(index)).stderr)
-        assert "read-only file system" in line and "copy the index" in line
+    if backend == "qdrant-edge":  # Edge writes its segments even to search: the catalog answers
+        result = _run_cli("search", "mass", "--index", str(index))
+        assert result.returncode == 0 and "study" in result.stdout
+        line = _one_line(result.stderr)
+        assert "read-only file system" in line and str(small_disk) in line
+        assert "answering from the catalog" in line
     result = _run_cli("index", str(root), "--index", str(index), "--model", TINY, "--workers", "0")
     assert result.returncode == 1
     assert "read-only" in _one_line(result.stderr)
@@ -278,13 +283,104 @@ def test_full_disk_is_one_line_and_the_next_run_with_space_completes(small_disk,
 
 
 def _answers_or_says_why(index: Path, backend: str, before: list[str]) -> None:
-    """FAISS answers from the last complete state on a full disk; Qdrant Edge cannot open its
-    shards there without risking SIGBUS (loading writes to mapped pages), so it says so."""
-    try:
+    """Every back end answers from the last complete state on a full disk (Qdrant Edge, which
+    cannot load its shards there without risking SIGBUS, through the catalog)."""
+    with _store_unavailable(backend):
         assert set(before) <= set(_image_hits(index))
-    except RadsearchError as error:
-        assert backend == "qdrant-edge" and "not enough space" in str(error)
-        assert "\n" not in str(error)
+
+
+def _store_unavailable(backend: str) -> contextlib.AbstractContextManager:
+    """Qdrant Edge, which writes to its files even to search, warns that the catalog answers."""
+    if backend != "qdrant-edge":
+        return contextlib.nullcontext()
+    return pytest.warns(StoreUnavailableWarning, match="meanwhile answering from the catalog")
+
+
+def _ranked(hits) -> list[tuple[float, str]]:
+    return [(round(getattr(hit, "score", getattr(hit, "probability", 0.0)), 4), hit.study)
+            for hit in hits]
+
+
+def _answers(index: Path) -> dict:
+    """What searches, similar cases, label queries and ``show`` answer, and every point of every
+    collection as a search over all of them returns it (score, payload), in comparable form."""
+    from radsearch.backends.base import PointFilter
+    from radsearch.catalog import COLLECTIONS
+    from radsearch.retrieval import _query_encoder
+    from radsearch.store import Store
+
+    mr = Filters(modality="MR")
+    first = search("shoulder", index=index, k=3).hits[0].study
+    answers = {
+        "images": _ranked(search("pleural effusion", index=index, k=5).hits),
+        "reports": _ranked(search("pleural effusion", index=index, k=5, target="reports").hits),
+        "filtered": _ranked(search("shoulder", index=index, k=5, filters=mr).hits),
+        "dated": _ranked(search("chest", index=index, k=5,
+                                filters=Filters(date_from="1990-01-01")).hits),
+        "similar": _ranked(similar(first, index=index, k=5).hits),
+        "label": _ranked(label_query("CT", labels="CT, MRI, X-ray", min_prob=0.2,
+                                     index=index).hits),
+        "label-filtered": _ranked(label_query("MRI", labels="CT, MRI, X-ray", min_prob=0.1,
+                                              filters=mr, index=index).hits),
+        "show": show(first, index=index).to_dict(),
+    }
+    with Store.open_for_reading(index) as store:
+        query = _query_encoder(store).encode_texts(["pleural effusion"])[0]
+        for name in COLLECTIONS:
+            answers[name + " points"] = {hit.id: (round(hit.score, 4), hit.payload)
+                                         for hit in store.backend.search(name, query, 10_000)}
+            answers[name + " MR"] = (store.backend.count(name, mr.point_filter()), sorted(
+                r.id for r in store.backend.fetch(name, mr.point_filter(), 10_000)))
+        answers["studies fetched"] = sorted(
+            (r.id, r.vector.round(5).tolist())
+            for r in store.backend.fetch("studies", PointFilter(), 10_000, with_vectors=True))
+    return answers
+
+
+def _same_up_to_ties(found: dict, expected: dict) -> None:
+    """Equal, but for the order of equal scores in ranked lists and, at a list's lowest score,
+    which of the tied studies made the cut (Qdrant orders ties its own way)."""
+    assert found.keys() == expected.keys()
+    for name, value in expected.items():
+        if not (isinstance(value, list) and value and isinstance(value[0][0], float)):
+            assert found[name] == value, name
+            continue
+        assert [score for score, _ in found[name]] == [score for score, _ in value], name
+        cut = value[-1][0]
+        assert sorted(pair for pair in found[name] if pair[0] > cut) == sorted(
+            pair for pair in value if pair[0] > cut), name
+
+
+@pytest.mark.disk_mb(1000)
+def test_qdrant_edge_on_a_full_disk_answers_from_the_catalog_as_it_did(small_disk, tmp_path):
+    """Loading an Edge shard writes to its mapped files, so on a full disk the store is not
+    opened: the catalog answers instead, with what the store answered before the disk filled."""
+    pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is not installed")
+    from radsearch.samples import sample_studies_path
+
+    root = tmp_path / "studies"
+    shutil.copytree(sample_studies_path(), root, ignore=shutil.ignore_patterns("README.md"))
+    index = small_disk / "index"
+    index_folder(root, index=index, model=TINY, workers=0, backend="qdrant-edge")
+    expected = _answers(index)
+    assert all(expected[name] for name in ("images", "reports", "filtered", "similar", "label"))
+    filler = _fill(small_disk, 0)
+
+    with pytest.warns(StoreUnavailableWarning, match="not enough space.*from the catalog"):
+        _same_up_to_ties(_answers(index), expected)
+    result = _run_cli("search", "pleural effusion", "--index", str(index))
+    assert result.returncode == 0 and "study" in result.stdout
+    line = _one_line(result.stderr)
+    assert str(small_disk) in line and "answering from the catalog" in line
+    result = _run_cli("index", str(root), "--index", str(index), "--model", TINY, "--workers", "0")
+    assert result.returncode in (0, 1)  # nothing new to write: it may finish without writing
+    if result.returncode == 1:
+        assert str(small_disk) in _one_line(result.stderr)
+    filler.unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StoreUnavailableWarning)  # the store itself again
+        _same_up_to_ties(_answers(index), expected)
+    assert check_index(index).ok
 
 
 def test_first_run_on_a_full_disk_leaves_an_index_that_says_it_holds_nothing(small_disk, tmp_path):

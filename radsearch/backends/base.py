@@ -137,6 +137,11 @@ class StoreDamagedError(RadsearchError):
     """A store's files cannot be read (cut short, overwritten): rebuilt from the catalog."""
 
 
+class StoreUnopenableError(RadsearchError):
+    """A whole store that cannot be opened on its disk (full, or read-only) because opening it
+    writes: a reader answers from the catalog instead, a writer stops."""
+
+
 class Backend(ABC):
     """A vector store. Searching a collection that does not exist finds nothing.
 

@@ -15,7 +15,9 @@ run's final write (``lock_timeout`` seconds, default 120) rather than fail.
 Edge maps its segment and WAL files into memory; they are sparse, and a page written (even by
 loading a shard) past a full disk kills the process with SIGBUS, with no message. So before a
 shard is opened, and before each write, the disk must have room for every hole of the store's
-files plus what the write adds (``diskspace.require_free``), else one line says so.
+files plus what the write adds (``diskspace.require_free``), else one line says so. A store that
+cannot be opened for that reason, or on a read-only disk, raises ``StoreUnopenableError``: a reader
+then answers from the catalog (``catalog_backend``), a writer stops.
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ from radsearch.backends.base import (
     PointFilter,
     Record,
     StoreDamagedError,
+    StoreUnopenableError,
     StoreView,
 )
-from radsearch.diskspace import require_free, sparse_bytes
+from radsearch.diskspace import mount_point, require_free, sparse_bytes
 from radsearch.errors import RadsearchError
 
 try:
@@ -90,10 +93,12 @@ class QdrantEdgeBackend(Backend):
             return  # nothing written yet: an empty store
         if not os.access(self.directory if self.directory.is_dir() else self.directory.parent,
                          os.W_OK):
-            raise RadsearchError(
-                f"{self.directory}: Qdrant Edge cannot open a store it may not write (a read-only "
-                "file system or permissions): it maps its segments for writing even to search; "
-                "copy the index to a writable disk")
+            raise StoreUnopenableError(
+                f"{self.directory} is on a read-only file system (mounted at "
+                f"{mount_point(self.directory)}) or may not be written: Qdrant Edge writes to its "
+                "segments even to search")
+        if read_only:  # refused here, so that a reader can turn to the catalog at once
+            self._require_room_to_open()
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = _acquire(self.directory / LOCK_FILE, float(options.get("lock_timeout", 120)))
 
@@ -102,7 +107,7 @@ class QdrantEdgeBackend(Backend):
             path = self.directory / name
             if self._lock is None or not (path / "edge_config.json").exists():
                 return None
-            self._require_room(0, "opening the qdrant-edge store")
+            self._require_room_to_open()
             self._shards[name] = qe.EdgeShard.load(str(path))
         return self._shards[name]
 
@@ -110,6 +115,12 @@ class QdrantEdgeBackend(Backend):
         """Refuse a write (or a load, which writes too) that could meet a full disk in a mapped
         page: the holes of the store's files and ``adding`` bytes must fit."""
         require_free(self.directory, sparse_bytes(self.directory) + adding + _SPARE_BYTES, what)
+
+    def _require_room_to_open(self) -> None:
+        try:
+            self._require_room(0, "opening the qdrant-edge store")
+        except RadsearchError as error:
+            raise StoreUnopenableError(str(error)) from None
 
     def create_collection(self, name: str, dim: int) -> None:
         shard = self._shard(name)
