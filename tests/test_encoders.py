@@ -180,13 +180,14 @@ def untrained():
     return create_model("radclip-mini-untrained")
 
 
-def test_efficientnet_weights_are_really_loaded(radclip) -> None:
+def test_efficientnet_weights_are_really_loaded(untrained) -> None:
+    # The untrained composite: the shipped file may tune the last stage and head (image-tail).
     import torch
 
     from radsearch.encoders import _efficientnet
 
     source = torch.load(_efficientnet.weights_path(), map_location="cpu", weights_only=True)
-    tower = radclip.image_tower.state_dict()
+    tower = untrained.image_tower.state_dict()
     pairs = {
         "_conv_stem.weight": "conv_stem.weight",
         "_blocks.15._project_conv.weight": "blocks.6.0.conv_pwl.weight",
@@ -195,7 +196,7 @@ def test_efficientnet_weights_are_really_loaded(radclip) -> None:
     for source_name, tower_name in pairs.items():
         torch.testing.assert_close(tower[tower_name].cpu(), source[source_name], rtol=0, atol=0)
     assert not any(name.startswith("classifier.") for name in tower)  # num_classes=0: pooled features
-    assert not radclip.image_tower.training
+    assert not untrained.image_tower.training
 
 
 def test_state_dict_mapping_refuses_mismatches(radclip) -> None:
