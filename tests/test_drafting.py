@@ -181,6 +181,17 @@ def test_a_sentence_most_neighbours_say_is_added_to_the_chosen_report() -> None:
     assert "Spine degenerative change." not in texts
 
 
+def test_what_the_chosen_report_says_in_other_words_is_not_added() -> None:
+    pa_view, ap_view, opacity = _unit(1, 0, 0), _unit(0.85, 0.527, 0), _unit(0, 0, 1)
+    neighbours = [
+        _neighbour("a", 0.90, [("Chest X-ray, PA view.", pa_view), ("Patchy opacities.", opacity)]),
+        _neighbour("b", 0.89, [("Chest X-ray, AP view.", ap_view), ("Patchy opacities.", opacity)]),
+        _neighbour("c", 0.88, [("Chest X-ray, AP view.", ap_view)]),
+    ]
+    texts = [line.text for line in RetrievalDrafter().compose(_unit(1, 0, 1), neighbours, source=None)]
+    assert sum(text.startswith("Chest X-ray") for text in texts) == 1 and "Patchy opacities." in texts
+
+
 def test_a_draft_states_one_diagnosis_label_the_better_supported() -> None:
     """The nearest report (the one drafted from) says SARS; more neighbour weight says COVID-19."""
     opacity, heart, sars, covid = _unit(1, 0, 0, 0), _unit(0, 1, 0, 0), _unit(0, 0, 1, 0), _unit(0, 0, 0, 1)

@@ -13,9 +13,9 @@ changes in it:
 3. Pruning: a sentence of that report that too little of the other neighbours' weight supports
    (text cosine above ``agree_from``) is dropped, as is one on the losing side of a present/absent
    vote on a finding (the side whose neighbours weigh more wins), never all of them.
-4. Completion: a sentence of another neighbour that most of the others support is added, in the
-   place it holds in its own report, unless the draft already says it (cosine ≥ ``duplicate_from``
-   or the same words) or it contradicts a sentence of the draft.
+4. Completion: a sentence of another neighbour that enough of the others support is added, in the
+   place it holds in its own report, unless the draft already says it (the same words, or a text
+   cosine at which it would be cited for a draft sentence) or it contradicts a sentence of the draft.
 5. Labels: sentences of the form ``Name: value`` (``Finding: COVID-19``) are alternatives — the
    draft states one value per name, the one the most neighbour weight states.
 """
@@ -30,7 +30,7 @@ import numpy as np
 
 from radsearch.drafting._registry import register_drafter
 from radsearch.drafting.base import DraftLine, Drafter, Neighbour, NeighbourSentence, ReportSource
-from radsearch.drafting.citations import contradicts, findings_of
+from radsearch.drafting.citations import SUPPORT_THRESHOLD, contradicts, findings_of
 from radsearch.drafting.text import normalise
 
 
@@ -147,8 +147,11 @@ class RetrievalDrafter(Drafter):
             i = index[id(candidate)]
             if candidate.neighbour != base and losing.intersection(findings_of(candidate.sentence.text)):
                 continue
+            # An added sentence must say something the draft lacks: not what a draft sentence
+            # already says in other words (the cosine from which it would cite it).
+            same_from = s.duplicate_from if candidate.neighbour == base else SUPPORT_THRESHOLD
             if any(normalise(candidate.sentence.text) == normalise(c.sentence.text)
-                   or similarity[i, index[id(c)]] >= s.duplicate_from
+                   or similarity[i, index[id(c)]] >= same_from
                    or contradicts(candidate.sentence.text, c.sentence.text) for c in chosen):
                 continue
             chosen.append(candidate)
