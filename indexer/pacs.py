@@ -12,7 +12,6 @@ from radsearch import catalog, runs
 from radsearch.diskspace import disk_full_named
 from radsearch.encoders import DEFAULT_MODEL, create_model
 from radsearch.errors import RadsearchError
-from radsearch.indexer import aggregate, writer
 from radsearch.indexer.dicomweb import DicomwebSource, is_dicomweb
 from radsearch.indexer.dimse import DimseSource, is_dimse
 from radsearch.indexer.pacs_source import PacsQuery, PacsSource, PacsUnavailable
@@ -25,6 +24,7 @@ from radsearch.indexer.pipeline import (
     _plan,
     _record_bad_files,
     _workers,
+    finish_run,
 )
 from radsearch.indexer.worker import ReadOutcome, ReadTask
 from radsearch.reading import CtWindow, parse_ct_windows
@@ -114,20 +114,7 @@ def _index(source: PacsSource, instances, query: PacsQuery, *, index: Path, work
         _record_bad_files(conn, plan.bad, plan.special, summary)
         _fetch_read_embed_write(store, encoder, plan, source, workers=_workers(workers, summary),
                                 batch_size=batch_size, summary=summary, on_progress=on_progress)
-        if prune:
-            with catalog.transaction(conn):
-                for path in plan.gone:
-                    writer.remove_file(conn, path)
-            summary.removed = len(plan.gone)
-        else:
-            summary.missing = len(plan.gone)
-        aggregate.update_series(conn, store.dim, encoder.pool_slices)
-        aggregate.update_studies(conn, store.dim)
-        for counts in store.sync_backend().values():
-            summary.sent += counts.sent
-            summary.deleted += counts.deleted
-        runs.record_end(conn, run_id, time.time(), time.perf_counter() - started,
-                        {name: getattr(summary, name) for name in runs.COUNTS})
+        finish_run(store, encoder, plan, prune=prune, summary=summary, run_id=run_id, started=started)
     summary.seconds = time.perf_counter() - started
     return summary
 

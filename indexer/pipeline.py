@@ -166,22 +166,30 @@ def index_folder(
         if csv_reports is not None:
             _apply_csv(conn, encoder, csv_reports, store.salt, plan, found, root, summary, warn,
                        others=" (rows of other shards are expected among them)" if parsed_shard else "")
-        if prune:
-            with catalog.transaction(conn):
-                for path in plan.gone:
-                    writer.remove_file(conn, path)
-            summary.removed = len(plan.gone)
-        else:
-            summary.missing = len(plan.gone)
-        aggregate.update_series(conn, store.dim, encoder.pool_slices)
-        aggregate.update_studies(conn, store.dim)
-        for counts in store.sync_backend().values():
-            summary.sent += counts.sent
-            summary.deleted += counts.deleted
-        runs.record_end(conn, run_id, time.time(), time.perf_counter() - started,
-                        {name: getattr(summary, name) for name in runs.COUNTS})
+        finish_run(store, encoder, plan, prune=prune, summary=summary, run_id=run_id, started=started)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def finish_run(store: Store, encoder: Encoder, plan: "_Plan", *, prune: bool,
+               summary: IndexSummary, run_id: int, started: float) -> None:
+    """The end of every run, from a folder or a PACS: remove (``prune``) or count what is gone,
+    recompute series and studies, bring the back end in step, and put the run's end on record."""
+    conn = store.conn
+    if prune:
+        with catalog.transaction(conn):
+            for path in plan.gone:
+                writer.remove_file(conn, path)
+        summary.removed = len(plan.gone)
+    else:
+        summary.missing = len(plan.gone)
+    aggregate.update_series(conn, store.dim, encoder.pool_slices)
+    aggregate.update_studies(conn, store.dim)
+    for counts in store.sync_backend().values():
+        summary.sent += counts.sent
+        summary.deleted += counts.deleted
+    runs.record_end(conn, run_id, time.time(), time.perf_counter() - started,
+                    {name: getattr(summary, name) for name in runs.COUNTS})
 
 
 def _apply_csv(conn, encoder: Encoder, csv_reports: CsvReports, salt: str, plan: "_Plan",

@@ -26,6 +26,11 @@ ManifestOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps")]
+EvalSplitOpt = Annotated[str, typer.Option("--split", help="Rows of this split: train, dev or test (a "
+                                          "manifest without a split column: all its rows)")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Embedding model (see `models`)")]
+WeightsOpt = Annotated[Optional[Path], typer.Option(
+    "--weights", help="radclip-mini weights file [default: the shipped one]")]
 
 
 def _default_cache() -> Path:
@@ -135,13 +140,9 @@ def clip(
 @eval_app.command("retrieval")
 def retrieval(
     manifest: ManifestOpt,
-    split: Annotated[str, typer.Option("--split", help="Rows of this split: train, dev or test (a "
-                                       "manifest without a split column: all its rows)")] = "test",
-    model: Annotated[Optional[str], typer.Option("--model", help="Embedding model (see `models`)")] = None,
-    weights: Annotated[
-        Optional[Path],
-        typer.Option("--weights", help="radclip-mini weights file [default: the shipped one]"),
-    ] = None,
+    split: EvalSplitOpt = "test",
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
     device: DeviceOpt = "cpu",
     json_output: JsonOpt = False,
 ) -> None:
@@ -163,13 +164,9 @@ def retrieval(
 @eval_app.command("findings")
 def findings(
     manifest: ManifestOpt,
-    split: Annotated[str, typer.Option("--split", help="Rows of this split: train, dev or test (a "
-                                       "manifest without a split column: all its rows)")] = "test",
-    model: Annotated[Optional[str], typer.Option("--model", help="Embedding model (see `models`)")] = None,
-    weights: Annotated[
-        Optional[Path],
-        typer.Option("--weights", help="radclip-mini weights file [default: the shipped one]"),
-    ] = None,
+    split: EvalSplitOpt = "test",
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
     min_positives: Annotated[
         int, typer.Option("--min-positives", min=1, help="Query the findings with this many positive "
                           "images or more")
