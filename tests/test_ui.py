@@ -542,6 +542,8 @@ def test_a_draft_cites_neighbour_sentences_that_open_marked(page, served: dict,
                                                             screenshots: Path) -> None:
     from urllib.parse import urlencode
 
+    from playwright.sync_api import expect
+
     study = radsearch.search(QUERY, index=served["index"], k=1, target="reports",
                              backend=served["backend"]).hits[0].study
     expected = radsearch.draft(study, index=served["index"], k=3)
@@ -549,8 +551,9 @@ def test_a_draft_cites_neighbour_sentences_that_open_marked(page, served: dict,
     _open(page, served, f"draft?{urlencode({'ref': study, 'k': 3})}")
     page.get_by_text(cited.text, exact=True).first.wait_for(timeout=LOAD_S * 1000)
     _settled(page)
+    # Streamlit sends the sentences one by one: wait for all of them, not just the first.
     sentences = page.locator("[class*='st-key-draft-sentence-']")
-    assert sentences.count() == len(expected.sentences)
+    expect(sentences).to_have_count(len(expected.sentences), timeout=30_000)
     _shot(page, screenshots, served, "draft")
     first = cited.citations[0]  # the first link on the page: the first sentence with citations
     page.locator("a.citation").first.click()
