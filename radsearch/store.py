@@ -24,7 +24,7 @@ import os
 import sqlite3
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -93,43 +93,45 @@ class Store:
         keeping patient identifiers in the catalog when ``keep_phi`` (see catalog.claim_phi)."""
         path.mkdir(parents=True, exist_ok=True)
         _refuse_read_only(path)
-        lock = _lock_folder(path)
-        try:
-            conn = catalog.connect(path / CATALOG_FILE)
-        except BaseException:
-            os.close(lock)
-            raise
-        store = cls(path, conn, lock, BackendSpec())
-        try:
-            problem = catalog.quick_check(conn)
+
+        def claim(store: Store) -> None:
+            problem = catalog.quick_check(store.conn)
             if problem is not None:
                 raise catalog.damaged(path / CATALOG_FILE, problem)
             store._claim_model(model_record(describe))
             store._claim_ct_windows(ct_windows)
             store._claim_shard(shard)
-            catalog.claim_phi(conn, keep_phi, path)
+            catalog.claim_phi(store.conn, keep_phi, path)
             store._claim_backend(backend)
             store._rebuild_store_out_of_step()
             store._bind_backend()
-        except BaseException:
-            store.close()
-            raise
-        return store
+
+        return cls._open_locked(path, lambda conn: BackendSpec(), claim)
 
     @classmethod
     def open_for_repair(cls, path: Path) -> Store:
         """Open an index to bring its back end in step with its catalog (``health.check_index``):
         the writer's lock and checks, with no model to claim."""
+        def mend(store: Store) -> None:
+            store._rebuild_store_out_of_step()
+            store._bind_backend()
+
+        return cls._open_locked(path, lambda conn: _recorded_spec(conn) or BackendSpec(), mend)
+
+    @classmethod
+    def _open_locked(cls, path: Path, spec_of: Callable[[sqlite3.Connection], BackendSpec],
+                     prepare: Callable[[Store], None]) -> Store:
+        """The writer's way in: the folder's lock, the catalog, then ``prepare``; whatever fails
+        on the way releases what was taken."""
         lock = _lock_folder(path)
         try:
             conn = catalog.connect(path / CATALOG_FILE)
         except BaseException:
             os.close(lock)
             raise
-        store = cls(path, conn, lock, _recorded_spec(conn) or BackendSpec())
+        store = cls(path, conn, lock, spec_of(conn))
         try:
-            store._rebuild_store_out_of_step()
-            store._bind_backend()
+            prepare(store)
         except BaseException:
             store.close()
             raise
