@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from radsearch import catalog
-from radsearch.backends import payloads
-from radsearch.backends.base import Backend, Hit, Point, PointFilter, Record, exact_search
+from radsearch.storage import catalog
+from radsearch.storage import payloads
+from radsearch.storage.backends.base import Backend, Hit, Point, PointFilter, Record, exact_search
 from radsearch.errors import RadsearchError
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radsearch.backends.base import (
+from radsearch.storage.backends.base import (
     Backend,
     Hit,
     Point,
@@ -33,7 +33,7 @@ from radsearch.backends.base import (
     integer_terms,
     keyword_terms,
 )
-from radsearch.backends.faiss_index import (
+from radsearch.storage.backends.faiss_index import (
     EXACT_LIMIT,
     MMAP_BYTES,
     SEARCH_PARAMS,
@@ -45,7 +45,7 @@ from radsearch.backends.faiss_index import (
     resolve_device,
     training_sample,
 )
-from radsearch.catalog import connect_read_only, quick_check
+from radsearch.storage.catalog import connect_read_only, quick_check
 from radsearch.errors import RadsearchError
 
 POINTS_FILE = "points.sqlite"

@@ -18,9 +18,9 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
-from radsearch import catalog
-from radsearch.backends import payloads
-from radsearch.backends.base import Backend
+from radsearch.storage import catalog
+from radsearch.storage import payloads
+from radsearch.storage.backends.base import Backend
 
 _LEDGER = """
 CREATE TABLE IF NOT EXISTS backend_points (

@@ -25,8 +25,8 @@ import hashlib
 import sqlite3
 import uuid
 
-from radsearch.backends.base import Point
-from radsearch.vectors import blobs_to_matrix
+from radsearch.storage.backends.base import Point
+from radsearch.storage.vectors import blobs_to_matrix
 
 NAMESPACE = uuid.UUID("3b8f6a52-0d5e-5c1e-9a57-2f6c1d8e4b90")
 _CHUNK = 900

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from radsearch.store import Store
+from radsearch.storage.store import Store
 
 
 def index_overview(index: Path) -> dict:

@@ -1,7 +1,7 @@
 """Vectors as the catalog stores them: little-endian float32 blobs, one row per embedded object.
 
 The catalog's ``vectors`` table is the source of truth for every embedding; the search back ends
-(``radsearch.backends``) hold copies brought in step with it. A vector row is never changed in
+(``radsearch.storage.backends``) hold copies brought in step with it. A vector row is never changed in
 place: a new value is a new row with a new, never reused id (see ``indexer.writer.put_vector``), so
 the id is also the vector's version.
 """

@@ -32,7 +32,7 @@ from typing import IO
 
 import numpy as np
 
-from radsearch.backends.base import (
+from radsearch.storage.backends.base import (
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
     Backend,

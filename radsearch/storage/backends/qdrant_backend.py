@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from radsearch.backends.base import (
+from radsearch.storage.backends.base import (
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
     Backend,

@@ -28,10 +28,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from radsearch import catalog, health, keys
-from radsearch.backends import Backend, BackendSpec, open_backend
-from radsearch.backends import sync as backend_sync
-from radsearch.backends.base import StoreDamagedError, StoreUnopenableError
+from radsearch import health, keys
+
+from radsearch.storage import catalog
+from radsearch.storage.backends import Backend, BackendSpec, open_backend
+from radsearch.storage import sync as backend_sync
+from radsearch.storage.backends.base import StoreDamagedError, StoreUnopenableError
 from radsearch.errors import (
     IndexNotFoundError,
     IndexOutOfStepWarning,
@@ -346,7 +348,7 @@ class Store:
     def _catalog_stand_in(self, error: StoreUnopenableError) -> Backend:
         """A reader whose store cannot be opened on this disk answers from the catalog, which
         holds every vector and payload the store was sent: the same results, by exact search."""
-        from radsearch.backends.catalog_backend import CatalogBackend
+        from radsearch.storage.backends.catalog_backend import CatalogBackend
 
         warnings.warn(f"{error}; meanwhile answering from the catalog (exact search over its "
                       "vectors, slower on a large index)", StoreUnavailableWarning, stacklevel=4)

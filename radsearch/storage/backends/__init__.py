@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from radsearch.backends.base import Backend, Hit, Point, PointFilter, Record
+from radsearch.storage.backends.base import Backend, Hit, Point, PointFilter, Record
 from radsearch.errors import RadsearchError
 
 KINDS = ("faiss", "qdrant-edge", "qdrant")
@@ -88,14 +88,14 @@ def open_backend(spec: BackendSpec, index_dir: Path, *, vector_name: str | None,
     model, ``vector_name`` (None: a Qdrant store reads it from its own record)."""
     options = dict(spec.options)
     if spec.kind == "faiss":
-        from radsearch.backends.faiss_backend import FaissBackend
+        from radsearch.storage.backends.faiss_backend import FaissBackend
 
         return FaissBackend(Path(index_dir) / FAISS_DIR, read_only=read_only, options=options)
     if spec.kind == "qdrant-edge":
-        from radsearch.backends.edge_backend import QdrantEdgeBackend
+        from radsearch.storage.backends.edge_backend import QdrantEdgeBackend
 
         return QdrantEdgeBackend(Path(index_dir) / EDGE_DIR, vector_name=vector_name or "embedding",
                                  read_only=read_only, options=options)
-    from radsearch.backends.qdrant_backend import QdrantBackend
+    from radsearch.storage.backends.qdrant_backend import QdrantBackend
 
     return QdrantBackend(spec.url, vector_name=vector_name, read_only=read_only, options=options)

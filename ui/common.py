@@ -17,7 +17,7 @@ import streamlit as st
 
 from radsearch.errors import RadsearchError
 from radsearch.previews import FrameValues, frame_values, image_preview
-from radsearch.store import default_index_path
+from radsearch.storage.store import default_index_path
 
 T = TypeVar("T")
 HIGHLIGHT = "highlight"  # the study page's URL parameter: a sentence of its report to mark

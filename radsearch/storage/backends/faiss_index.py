@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radsearch.backends.base import exact_search
+from radsearch.storage.backends.base import exact_search
 from radsearch.errors import RadsearchError
 
 try:
