@@ -17,7 +17,7 @@ from pathlib import Path
 
 from radsearch.drafting import create_drafter, list_drafters
 from radsearch.drafting.compose import DraftSession
-from radsearch.store import Store
+from radsearch.storage.store import Store
 
 
 def timed(session: DraftSession, queries: list[str], k: int, drafter) -> list[float]:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from radsearch import catalog
+from radsearch.storage import catalog
 from radsearch.health import check_index, out_of_step
 from radsearch.indexer import writer
-from radsearch.store import CATALOG_FILE, Store
+from radsearch.storage.store import CATALOG_FILE, Store
 
 
 def build(index: Path, points: int, dim: int) -> None:

@@ -37,8 +37,8 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from radsearch.backends import BackendSpec, Point  # noqa: E402
-from radsearch.backends.payloads import study_point_id  # noqa: E402
+from radsearch.storage.backends import BackendSpec, Point  # noqa: E402
+from radsearch.storage.payloads import study_point_id  # noqa: E402
 from radsearch.encoders import DEFAULT_MODEL, create_model  # noqa: E402
 from radsearch.encoders.base import l2_normalise  # noqa: E402
 from radsearch.filters import Filters  # noqa: E402
@@ -48,7 +48,7 @@ from radsearch.label_search import (  # noqa: E402
     query_backend,
     resolve_label,
 )
-from radsearch.store import Store  # noqa: E402
+from radsearch.storage.store import Store  # noqa: E402
 
 # (modality, body part, share of studies, label in the modality set)
 GROUPS = (

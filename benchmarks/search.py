@@ -17,7 +17,7 @@ For each back end and size: build time (empty -> persisted and searchable), memo
 vector, then the smallest search effort whose recall@10 >= 0.95 and, at it, QPS and p50/p99 latency
 of one query at a time. ``radsearch-faiss`` is the FaissBackend (payloads included in every hit);
 ``raw-faiss`` is the index radsearch chooses at that size (IVF-SQ8 with exact re-ranking from 50k
-vectors; see radsearch/backends/faiss_index.py), with the same parameters and training sample,
+vectors; see radsearch/storage/backends/faiss_index.py), with the same parameters and training sample,
 built and searched by FAISS on its own. Effort is nprobe for IVF, efSearch for HNSW, hnsw_ef for
 Qdrant. To measure radsearch's own cost, the radsearch run also searches its index file with FAISS
 directly, query by query in turn with radsearch, at the same effort: the ratio of the two QPS.
@@ -184,7 +184,7 @@ def disk_bytes(path: Path) -> int:
 
 def faiss_choice(n: int, dim: int, device: str):
     """The FAISS index radsearch chooses for ``n`` vectors: raw FAISS is built the same way."""
-    from radsearch.backends.faiss_index import choose_index
+    from radsearch.storage.backends.faiss_index import choose_index
 
     return choose_index(n, dim, device=device)
 
@@ -203,8 +203,8 @@ def effort_param(kind: str) -> str:
 
 def open_store(kind: str, store: Path, device: str, effort: int | None, read_only: bool,
                faiss_kind: str = "flat"):
-    from radsearch.backends.edge_backend import QdrantEdgeBackend
-    from radsearch.backends.faiss_backend import FaissBackend
+    from radsearch.storage.backends.edge_backend import QdrantEdgeBackend
+    from radsearch.storage.backends.faiss_backend import FaissBackend
 
     if kind == "radsearch-faiss":
         params = {effort_param(faiss_kind): effort} if effort else {}
@@ -220,7 +220,7 @@ def build(kind: str, folder: Path, store: Path, device: str) -> dict:
     """Empty -> persisted and searchable; returns seconds."""
     import faiss
 
-    from radsearch.backends import Point
+    from radsearch.storage.backends import Point
 
     n = len(np.load(folder / "study.npy", mmap_mode="r"))
     meta = {name: np.load(folder / f"{name}.npy") for name in ("study", "series", "group")}
@@ -256,7 +256,7 @@ def raw_index(folder: Path, n: int, device: str):
     """An empty (trained) FAISS index of radsearch's choice for ``n`` vectors, without radsearch."""
     import faiss
 
-    from radsearch.backends.faiss_index import training_sample
+    from radsearch.storage.backends.faiss_index import training_sample
 
     dim = int(np.load(folder / "queries.npy").shape[1])
     choice = faiss_choice(n, dim, device)
@@ -383,7 +383,7 @@ def _timing(latencies: list[float]) -> dict:
 def end_to_end(store: Path, device: str, effort: int, count: int, faiss_kind: str) -> list[dict]:
     """A text query as `radsearch search` answers it: encode, search, group by study; once per text
     runtime (ONNX Runtime when installed, and torch), the two taking turns query by query."""
-    from radsearch.backends import PointFilter
+    from radsearch.storage.backends import PointFilter
     from radsearch.encoders import _text_runtime
     from radsearch.encoders.radclip_mini import RadClipMini
     from radsearch.retrieval import image_search
@@ -413,8 +413,8 @@ def end_to_end(store: Path, device: str, effort: int, count: int, faiss_kind: st
 
 def local_mode(folder: Path, n_queries: int) -> dict:
     """qdrant-client's local mode (in memory): build and search in one process."""
-    from radsearch.backends import Point
-    from radsearch.backends.qdrant_backend import QdrantBackend
+    from radsearch.storage.backends import Point
+    from radsearch.storage.backends.qdrant_backend import QdrantBackend
 
     queries = np.load(folder / "queries.npy")[:n_queries]
     truth = np.load(folder / "truth.npy")[:n_queries]

@@ -27,7 +27,7 @@ from radsearch.drafting.retrieval_drafter import RetrievalDrafter, RetrievalSett
 from radsearch.drafting.text import normalise, report_body
 from radsearch.encoders import DEFAULT_MODEL
 from radsearch.query_embedding import embed_file
-from radsearch.store import Store
+from radsearch.storage.store import Store
 from radsearch.training.build_manifests import build_manifests
 from radsearch.training.report_eval import build_corpus_index, report_task
 

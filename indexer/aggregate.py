@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from radsearch import catalog
+from radsearch.storage import catalog
 from radsearch.encoders.slice_pooling import mean_pool
 from radsearch.indexer.writer import put_vector
-from radsearch.vectors import read_vectors
+from radsearch.storage.vectors import read_vectors
 
 # ``Encoder.pool_slices``: slice vectors (n, dim) in slice order, positions (n,) or None -> (dim,).
 SlicePool = Callable[[np.ndarray, np.ndarray | None], np.ndarray]

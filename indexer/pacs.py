@@ -8,7 +8,9 @@ from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 
-from radsearch import catalog, runs
+from radsearch import runs
+
+from radsearch.storage import catalog
 from radsearch.diskspace import disk_full_named
 from radsearch.encoders import DEFAULT_MODEL, create_model
 from radsearch.errors import RadsearchError
@@ -28,7 +30,7 @@ from radsearch.indexer.pipeline import (
 )
 from radsearch.indexer.worker import ReadOutcome, ReadTask
 from radsearch.reading import CtWindow, parse_ct_windows
-from radsearch.store import Store, default_index_path
+from radsearch.storage.store import Store, default_index_path
 
 
 def is_pacs_address(source: str) -> bool:

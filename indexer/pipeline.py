@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from radsearch import catalog, runs
-from radsearch.backends import BackendSpec
+from radsearch import runs
+
+from radsearch.storage import catalog
+from radsearch.storage.backends import BackendSpec
 from radsearch.diskspace import disk_full_named
 from radsearch.encoders import DEFAULT_MODEL, Encoder, create_model
 from radsearch.errors import RadsearchError
@@ -36,7 +38,7 @@ from radsearch.indexer.worker import ReadOutcome, ReadTask, read_one, start_work
 from radsearch.reading import CtWindow, parse_ct_windows, stack_frames
 from radsearch.reading.field_values import safe_field_values
 from radsearch.reports import CsvReports, load_reports_csv
-from radsearch.store import Store, default_index_path
+from radsearch.storage.store import Store, default_index_path
 
 DICOMDIR_REASON = "DICOMDIR: a directory of the media; the files it lists are read directly"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radsearch import catalog
+from radsearch.storage import catalog
 from radsearch.encoders import Encoder
 from radsearch.indexer import writer
 from radsearch.indexer.discover import FoundFile

@@ -12,7 +12,7 @@ from radsearch.indexer.discover import FoundFile
 from radsearch.reading import ReadResult
 from radsearch.reports import Sentence
 from radsearch.terms import normalise_metadata
-from radsearch.vectors import vector_to_blob
+from radsearch.storage.vectors import vector_to_blob
 
 # Image metadata copied onto each image row so that filters need no joins.
 _IMAGE_FILTER_FIELDS = ("modality", "body_part", "view", "study_date")

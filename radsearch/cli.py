@@ -122,7 +122,7 @@ def index(
     json_output: JsonOpt = False,
 ) -> None:
     """Index a folder or a PACS: new and changed files are embedded, unchanged files skipped."""
-    from radsearch.backends import parse_options
+    from radsearch.storage.backends import parse_options
     from radsearch.encoders import DEFAULT_MODEL
     from radsearch.indexer import index_folder
     from radsearch.indexer.pacs import is_pacs_address

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
-from radsearch.backends.base import PointFilter
+from radsearch.storage.backends.base import PointFilter
 from radsearch.errors import RadsearchError
 from radsearch.terms import FIELDS, filter_values
 

@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from radsearch import catalog
-from radsearch.backends import EDGE_DIR, FAISS_DIR, BackendSpec
-from radsearch.backends import sync as backend_sync
-from radsearch.backends.base import StoreDamagedError, StoreView
+from radsearch.storage import catalog
+from radsearch.storage.backends import EDGE_DIR, FAISS_DIR, BackendSpec
+from radsearch.storage import sync as backend_sync
+from radsearch.storage.backends.base import StoreDamagedError, StoreView
 from radsearch.errors import IndexNotFoundError, RadsearchError
 
 _STORE_DIRS = {"faiss": FAISS_DIR, "qdrant-edge": EDGE_DIR}
@@ -44,10 +44,10 @@ def inspect_store(spec: BackendSpec, index: Path, *, thorough: bool = False) -> 
     if directory is None:
         return None
     if spec.kind == "faiss":
-        from radsearch.backends.faiss_backend import inspect_store as inspect_faiss
+        from radsearch.storage.backends.faiss_backend import inspect_store as inspect_faiss
 
         return inspect_faiss(directory, thorough=thorough)
-    from radsearch.backends.edge_backend import inspect_store as inspect_edge
+    from radsearch.storage.backends.edge_backend import inspect_store as inspect_edge
 
     return inspect_edge(directory, thorough=thorough)
 
@@ -145,7 +145,7 @@ def check_index(index: Path | None = None, *, repair: bool = False) -> CheckRepo
     re-reads every file (a ``--reports`` CSV must be given again); a damaged or out-of-step
     embedded store is rebuilt from the catalog at once; leftover temporary files are removed.
     """
-    from radsearch.store import CATALOG_FILE, Store, _lock_folder, _recorded_spec, default_index_path
+    from radsearch.storage.store import CATALOG_FILE, Store, _lock_folder, _recorded_spec, default_index_path
 
     path = Path(index) if index is not None else default_index_path()
     catalog_path = path / CATALOG_FILE
@@ -209,7 +209,7 @@ def _store_problem(conn: sqlite3.Connection, spec: BackendSpec, path: Path) -> s
 
 def _edge_counts(conn: sqlite3.Connection, spec: BackendSpec, path: Path) -> str | None:
     """Qdrant Edge's shards counted exactly (this loads them, under their lock)."""
-    from radsearch.backends import open_backend
+    from radsearch.storage.backends import open_backend
 
     ledger = backend_sync.ledger_counts(conn)
     with open_backend(spec, path, vector_name=catalog.get_meta(conn).get("model.name"),

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radsearch.backends import Backend, Hit, PointFilter
+from radsearch.storage.backends import Backend, Hit, PointFilter
 from radsearch.encoders import Encoder, create_model
 from radsearch.errors import RadsearchError
 from radsearch.filters import Filters
@@ -50,7 +50,7 @@ from radsearch.label_sets import (
     get_label_set,
 )
 from radsearch.retrieval import ImageHit, backend_spec, unmatched_filters
-from radsearch.store import Store, default_index_path
+from radsearch.storage.store import Store, default_index_path
 from radsearch.zeroshot import ZeroShotClassifier
 
 STUDIES = "studies"

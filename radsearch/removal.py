@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from radsearch import catalog
+from radsearch.storage import catalog
 from radsearch.errors import RadsearchError
-from radsearch.store import Store, default_index_path
+from radsearch.storage.store import Store, default_index_path
 
 
 @dataclass

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from radsearch.backends import Backend, BackendSpec, Hit, PointFilter
+from radsearch.storage.backends import Backend, BackendSpec, Hit, PointFilter
 from radsearch.encoders import Encoder, create_model
 from radsearch.errors import RadsearchError
 from radsearch.query_embedding import embed_file
 from radsearch.filters import Filters
 from radsearch.terms import FIELDS, filter_values
-from radsearch.store import Store, default_index_path
+from radsearch.storage.store import Store, default_index_path
 
 TARGETS = ("images", "reports")
 
@@ -214,7 +214,7 @@ def study_vector(store: Store, ref: str) -> tuple[np.ndarray, str]:
     """The study vector of an indexed study, series or image named by key, UID or file path:
     from the catalog when this machine indexed it, else from the back end's studies."""
     from radsearch.reading import salted_hash
-    from radsearch.vectors import read_vectors
+    from radsearch.storage.vectors import read_vectors
 
     if store.conn is not None:
         with store.snapshot() as conn:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime, timezone
 
-from radsearch import catalog
+from radsearch.storage import catalog
 
 COUNTS = ("indexed", "unchanged", "failed", "skipped", "removed")
 

@@ -6,12 +6,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from radsearch import catalog, runs
+from radsearch import runs
+
+from radsearch.storage import catalog
 from radsearch.errors import RadsearchError
 from radsearch.pacs_links import study_link
 from radsearch.reading.phi import SERIES_ATTRIBUTES, STUDY_ATTRIBUTES
 from radsearch.retrieval import resolve_study_id
-from radsearch.store import CT_WINDOWS_KEY, Store, default_index_path
+from radsearch.storage.store import CT_WINDOWS_KEY, Store, default_index_path
 
 
 @dataclass

@@ -143,7 +143,7 @@ def classify(
 def study_vector(ref: str, *, index: Path | None = None) -> tuple[Encoder, np.ndarray]:
     """The index's model and a study's vector: a file not in the index is embedded with that model."""
     from radsearch.retrieval import study_vector as stored_study_vector
-    from radsearch.store import Store, default_index_path
+    from radsearch.storage.store import Store, default_index_path
 
     with Store.open_for_reading(Path(index) if index else default_index_path()) as store:
         encoder = create_model(store.model_name)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from radsearch.backends import Backend, BackendSpec, Point, PointFilter, open_backend
-from radsearch.backends.base import exact_search
-from radsearch.backends.payloads import point_id
+from radsearch.storage.backends import Backend, BackendSpec, Point, PointFilter, open_backend
+from radsearch.storage.backends.base import exact_search
+from radsearch.storage.payloads import point_id
 from tests.backend_params import needs
 
 DIM = 24

@@ -12,12 +12,12 @@ import pytest
 from typer.testing import CliRunner
 
 from radsearch import Filters, search, similar, stats
-from radsearch.backends import BackendSpec
-from radsearch.backends import sync as backend_sync
+from radsearch.storage.backends import BackendSpec
+from radsearch.storage import sync as backend_sync
 from radsearch.cli import app
 from radsearch.errors import RadsearchError
 from radsearch.indexer import index_folder
-from radsearch.store import Store
+from radsearch.storage.store import Store
 from tests.backend_params import ALL_BACKENDS
 from tests.corpus import build_corpus
 from tests.test_index_privacy import PLANTED, PLANTED_UIDS, planted_study  # noqa: F401 - a fixture

@@ -9,8 +9,8 @@ import logging
 import numpy as np
 import pytest
 
-from radsearch.backends import BackendSpec, Point
-from radsearch.backends.payloads import point_id
+from radsearch.storage.backends import BackendSpec, Point
+from radsearch.storage.payloads import point_id
 from radsearch.errors import RadsearchError
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("qdrant_client") is None,
@@ -19,7 +19,7 @@ SECRET = "rs-test-key-8f3a71c0d9"
 
 
 def _backend(sleeps: list, url: str = ":memory:", **options):
-    from radsearch.backends.qdrant_backend import QdrantBackend
+    from radsearch.storage.backends.qdrant_backend import QdrantBackend
 
     return QdrantBackend(url, vector_name="m", options={"retries": 3, **options},
                          sleep=sleeps.append)

@@ -36,7 +36,7 @@ from radsearch.reading import (
     stack_frames,
 )
 from radsearch.retrieval import study_vector
-from radsearch.store import Store
+from radsearch.storage.store import Store
 from radsearch.zeroshot import study_vector as classify_study_vector
 
 TINY = "hashing-tiny"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from radsearch import catalog
+from radsearch.storage import catalog
 from radsearch.drafting import create_drafter, draft, list_drafters
 from radsearch.drafting.base import DraftLine, Neighbour, NeighbourSentence
 from radsearch.drafting.citations import cite

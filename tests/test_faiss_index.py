@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from radsearch.backends.faiss_index import (
+from radsearch.storage.backends.faiss_index import (
     EXACT_LIMIT,
     FaissIndex,
     IndexChoice,

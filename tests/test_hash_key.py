@@ -21,12 +21,12 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from radsearch import keys, show
-from radsearch.catalog import COLLECTIONS
-from radsearch.backends import PointFilter, open_backend
+from radsearch.storage.catalog import COLLECTIONS
+from radsearch.storage.backends import PointFilter, open_backend
 from radsearch.errors import RadsearchError
 from radsearch.indexer import index_folder
 from radsearch.reading import salted_hash
-from radsearch.store import Store, _recorded_spec
+from radsearch.storage.store import Store, _recorded_spec
 from tests.backend_params import ALL_BACKENDS
 from tests.test_index_privacy import folder_bytes
 

@@ -31,7 +31,7 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from reading_helpers import huge_element_length, pydicom_file
 
-from radsearch import catalog
+from radsearch.storage import catalog
 from radsearch.encoders import create_model
 from radsearch.indexer import index_folder
 from radsearch.indexer.discover import discover

@@ -304,10 +304,10 @@ def _ranked(hits) -> list[tuple[float, str]]:
 def _answers(index: Path) -> dict:
     """What searches, similar cases, label queries and ``show`` answer, and every point of every
     collection as a search over all of them returns it (score, payload), in comparable form."""
-    from radsearch.backends.base import PointFilter
-    from radsearch.catalog import COLLECTIONS
+    from radsearch.storage.backends.base import PointFilter
+    from radsearch.storage.catalog import COLLECTIONS
     from radsearch.retrieval import _query_encoder
-    from radsearch.store import Store
+    from radsearch.storage.store import Store
 
     mr = Filters(modality="MR")
     first = search("shoulder", index=index, k=3).hits[0].study
@@ -403,7 +403,7 @@ def test_a_store_killed_before_its_schema_is_empty_not_damaged(tmp_path, content
     tables: that store holds nothing yet; readers must not call it damaged."""
     import sqlite3
 
-    from radsearch.backends.faiss_backend import POINTS_FILE, inspect_store
+    from radsearch.storage.backends.faiss_backend import POINTS_FILE, inspect_store
 
     store = tmp_path / "faiss"
     store.mkdir()

@@ -36,11 +36,11 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from typer.testing import CliRunner
 
-from radsearch.backends import PointFilter
-from radsearch.catalog import COLLECTIONS
+from radsearch.storage.backends import PointFilter
+from radsearch.storage.catalog import COLLECTIONS
 from radsearch.cli import app
 from radsearch.indexer import index_folder
-from radsearch.store import Store
+from radsearch.storage.store import Store
 from tests.backend_params import ALL_BACKENDS
 
 # Top-level attributes planted in every file.

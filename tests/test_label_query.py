@@ -13,8 +13,8 @@ import pytest
 from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
-from radsearch.backends import BackendSpec, Point, PointFilter, open_backend
-from radsearch.backends.payloads import study_point_id
+from radsearch.storage.backends import BackendSpec, Point, PointFilter, open_backend
+from radsearch.storage.payloads import study_point_id
 from radsearch.cli import app
 from radsearch.encoders import create_model
 from radsearch.encoders.base import l2_normalise
@@ -29,7 +29,7 @@ from radsearch.label_search import (
     threshold_search,
 )
 from radsearch.samples import sample_studies_path
-from radsearch.store import Store
+from radsearch.storage.store import Store
 from radsearch.zeroshot import ZeroShotClassifier
 from tests.backend_params import FAISS, QDRANT_EDGE, needs
 
@@ -319,7 +319,7 @@ def test_cli_error_is_one_line_with_exit_code_1(tmp_path):
 def test_an_hnsw_index_returns_k_hits_beyond_its_ef_search():
     """A threshold search asks for thousands of neighbours: FAISS's HNSW must search that deep
     (it returns at most efSearch otherwise, which would end the search early)."""
-    from radsearch.backends.faiss_index import FaissIndex, IndexChoice
+    from radsearch.storage.backends.faiss_index import FaissIndex, IndexChoice
 
     vectors = l2_normalise(np.random.default_rng(0).normal(size=(3000, 16)))
     index = FaissIndex(16, IndexChoice("hnsw", {"m": 16, "ef_construction": 40, "ef_search": 16}))

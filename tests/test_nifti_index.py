@@ -14,7 +14,7 @@ import pytest
 from nifti_helpers import dicom_series, nifti_from_dicom
 
 from radsearch import similar, stats
-from radsearch.catalog import connect
+from radsearch.storage.catalog import connect
 from radsearch.indexer import index_folder
 from radsearch.reading import read_file
 from radsearch.zeroshot import classify

@@ -21,7 +21,7 @@ from radsearch import search, stats
 from radsearch.encoders import create_model
 from radsearch.errors import RadsearchError
 from radsearch.indexer import index_folder
-from radsearch.store import Store
+from radsearch.storage.store import Store
 
 TINY = "hashing-tiny"
 

@@ -19,8 +19,8 @@ from radsearch import remove, search, stats
 from radsearch.cli import app
 from radsearch.errors import RadsearchError
 from radsearch.indexer import index_folder
-from radsearch.store import Store
-from radsearch.vectors import read_vectors
+from radsearch.storage.store import Store
+from radsearch.storage.vectors import read_vectors
 from tests.backend_params import ALL_BACKENDS
 
 TINY = "hashing-tiny"

@@ -286,7 +286,7 @@ def test_resume_after_twenty_kills_on_the_real_corpus(tmp_path, shared_data):
 
 _KILLED_BEFORE_PERSIST = """
 import os, sys
-from radsearch.backends import faiss_backend
+from radsearch.storage.backends import faiss_backend
 faiss_backend.FaissBackend.persist = lambda self: os._exit(9)  # SIGKILL right after the sync
 from radsearch.indexer import index_folder
 index_folder(sys.argv[1], index=sys.argv[2], reports=sys.argv[3], model=sys.argv[4], workers=0)

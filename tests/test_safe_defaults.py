@@ -183,7 +183,7 @@ def test_no_checkpoint_loader_can_unpickle_code():
 
 # --- nothing listens ------------------------------------------------------------------------------
 
-# The explorer's pages (radsearch/ui/*) are served by its launcher (ui/__init__.py: `serve`) and
+# The explorer's pages (ui/*, imported as radsearch.ui) are served by its launcher (ui/__init__.py: `serve`) and
 # never bind themselves: the launcher must name the address.
 _LAUNCHER = "__init__.py"
 _SERVER_MODULES = {"socketserver", "http.server", "wsgiref.simple_server", "xmlrpc.server",

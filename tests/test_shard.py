@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from radsearch import search
-from radsearch.backends import BackendSpec, PointFilter
+from radsearch.storage.backends import BackendSpec, PointFilter
 from radsearch.errors import RadsearchError
 from radsearch.indexer import index_folder
 from radsearch.indexer.discover import Shard
-from radsearch.store import Store
+from radsearch.storage.store import Store
 from tests.corpus import build_corpus
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("qdrant_client") is None,

@@ -23,7 +23,7 @@ from radsearch.encoders.slice_pooling import (
     prepare_volume,
 )
 from radsearch.indexer import aggregate, index_folder
-from radsearch.store import CATALOG_FILE
+from radsearch.storage.store import CATALOG_FILE
 from radsearch.training.pooling import load_slice_pooling, save_slice_pooling, train_slice_pooling
 
 DIM = 32
@@ -273,7 +273,7 @@ def _series_vectors(index: Path) -> dict[tuple, np.ndarray]:
 
 
 def _repool(index: Path, pool) -> None:
-    from radsearch import catalog
+    from radsearch.storage import catalog
 
     conn = catalog.connect(index / CATALOG_FILE)
     conn.execute("UPDATE series SET dirty = 1")

@@ -14,11 +14,11 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from radsearch import Filters, label_query, search, similar
-from radsearch.backends import PointFilter
+from radsearch.storage.backends import PointFilter
 from radsearch.encoders import create_model
 from radsearch.indexer import index_folder
 from radsearch.retrieval import backend_spec
-from radsearch.store import Store
+from radsearch.storage.store import Store
 from radsearch.terms import filter_values, normalise
 from tests.backend_params import ALL_BACKENDS
 

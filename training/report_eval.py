@@ -24,7 +24,7 @@ from radsearch.drafting.metrics import finding_f1, nlg_metrics
 from radsearch.drafting.neighbours import Exclusions
 from radsearch.query_embedding import embed_file
 from radsearch.retrieval import resolve_study_id
-from radsearch.store import Store
+from radsearch.storage.store import Store
 from radsearch.training.manifest import ManifestError, Pair, read_manifest
 
 

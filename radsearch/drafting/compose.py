@@ -17,7 +17,7 @@ from radsearch.errors import RadsearchError
 from radsearch.query_embedding import embed_file
 from radsearch.reports import PREAMBLE
 from radsearch.retrieval import resolve_study_id, study_vector
-from radsearch.store import Store, default_index_path
+from radsearch.storage.store import Store, default_index_path
 
 
 class DraftSession:

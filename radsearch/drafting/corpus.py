@@ -8,9 +8,9 @@ import numpy as np
 
 from radsearch.drafting.base import DraftLine, ReportSource
 from radsearch.drafting.text import normalise
-from radsearch.store import Store
+from radsearch.storage.store import Store
 from radsearch.drafting.neighbours import sentence_rows
-from radsearch.vectors import blobs_to_matrix
+from radsearch.storage.vectors import blobs_to_matrix
 
 
 class CatalogReports(ReportSource):

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from radsearch.backends import PointFilter
+from radsearch.storage.backends import PointFilter
 from radsearch.drafting.base import Neighbour, NeighbourSentence
 from radsearch.errors import RadsearchError
-from radsearch.store import Store
-from radsearch.vectors import blobs_to_matrix
+from radsearch.storage.store import Store
+from radsearch.storage.vectors import blobs_to_matrix
 
 
 @dataclass(frozen=True)
