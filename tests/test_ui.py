@@ -443,6 +443,8 @@ def test_label_query_pages_show_every_study_once(page, served: dict) -> None:
     """Page by page, in order, each study of the answer once (the page size from the link)."""
     from urllib.parse import parse_qs, urlencode, urlparse
 
+    from playwright.sync_api import expect
+
     expected = [hit.study for hit in radsearch.label_query(
         QUERY, min_prob=0.05, index=served["index"], backend=served["backend"]).hits]
     assert len(expected) >= 3, "studies enough for three pages"
@@ -457,9 +459,12 @@ def test_label_query_pages_show_every_study_once(page, served: dict) -> None:
             page.get_by_role("button", name=f"Page {number}").and_(
                 page.locator("[aria-current=page]")).wait_for(timeout=30_000)
         count = min(size, len(expected) - len(shown))
+        # The page buttons can change before the new cards replace the old ones (the app's run may
+        # not have started when the click returns): wait for the first card of this page.
+        first = page.locator("[class*='st-key-label-card-'] a.study-link").first
+        expect(first).to_have_text(re.compile(rf"^{len(shown) + 1}\. "), timeout=LOAD_S * 1000)
         studies = _card_studies(page, "label", count)
-        first = page.locator("[class*='st-key-label-card-'] a.study-link").first.inner_text()
-        assert first.startswith(f"{len(shown) + 1}. ")  # numbered on from the page before
+        assert first.inner_text().startswith(f"{len(shown) + 1}. ")  # numbered on from the last page
         shown += studies
         if number > 1:  # the page is in the address
             assert parse_qs(urlparse(page.url).query)["page"] == [str(number)]
