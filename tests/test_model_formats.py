@@ -117,7 +117,7 @@ def test_paths_become_absolute_and_pretrained_folds_into_the_name(
         ("nope", None, r"unknown model 'nope'; available: .*hashing-tiny.*open_clip:ARCH@TAG"),
         ("open_clip:ViT-B-32", None, r"needs weights: open_clip:ViT-B-32@TAG"),
         ("open_clip:ViT-B-32@openai", "openai", "pretrained= does not apply"),
-        ("radclip-mini", "openai", "applies to open_clip:ARCH names only"),
+        ("hashing-tiny", "openai", "hashing-tiny reads no weights file"),
         ("hf-hub:just-a-name", None, "needs ORG/REPO"),
         ("hf-clip:/w.bin?cfg=/c.json", None, "option 'cfg=/c.json' not understood"),
     ],

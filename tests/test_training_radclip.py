@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from radsearch.encoders._radclip_weights import LOGIT_SCALE, load_weights
-from radsearch.encoders.radclip_mini import RadClipMini
-from radsearch.training.cli import eval_app, train_app
+from radsearch.cli import app
+from radsearch.encoders import create_model
+from radsearch.encoders.weights import LOGIT_SCALE, load_weights
 from radsearch.training.images import read_images
 from radsearch.training.manifest import read_manifest
 from radsearch.training.radclip import RECIPES, customise, export_weights, prepare
@@ -57,7 +56,7 @@ def test_exported_tuned_towers_reproduce_the_trained_model(tmp_path):
     assert not any("running_" in name for name in image)
     assert load_weights(weights).logit_scale == pytest.approx(float(prepared.model.logit_scale.detach()))
 
-    encoder = RadClipMini("cpu", weights_file=weights)
+    encoder = create_model("radclip-mini", pretrained=str(weights))
     dev = prepared.dev["pairs"]
     images, texts = embed_pairs(prepared.model, dev, config)
     # float16 storage: agreement to about 1e-3 in cosine.
@@ -66,19 +65,11 @@ def test_exported_tuned_towers_reproduce_the_trained_model(tmp_path):
     assert np.abs(encoder.encode_texts(list(dev.texts)) - texts).max() < 5e-3
 
 
-def _cli() -> typer.Typer:
-    """Mounted as the main CLI mounts them: `train clip`, `eval retrieval`."""
-    app = typer.Typer()
-    app.add_typer(train_app, name="train")
-    app.add_typer(eval_app, name="eval")
-    return app
-
-
 def test_train_and_eval_commands(tmp_path):
     manifest = _write_manifest(tmp_path / "data", 12)  # 8 train, 4 dev
     runner = CliRunner()
     out = tmp_path / "run"
-    result = runner.invoke(_cli(), [
+    result = runner.invoke(app, [
         "train", "clip", "--manifest", str(manifest), "--out", str(out), "--epochs", "2",
         "--batch-size", "4", "--views", "1", "--cache", str(tmp_path / "cache"), "--json",
     ])
@@ -89,7 +80,7 @@ def test_train_and_eval_commands(tmp_path):
     weights = Path(summary["weights"])
     assert weights == out / "radclip-mini.safetensors" and LOGIT_SCALE in load_file(str(weights))
 
-    result = runner.invoke(_cli(), [
+    result = runner.invoke(app, [
         "eval", "retrieval", "--manifest", str(manifest), "--split", "dev",
         "--weights", str(weights), "--json",
     ])
@@ -100,23 +91,23 @@ def test_train_and_eval_commands(tmp_path):
         assert set(metrics[direction]) == {"R@1", "R@5", "R@10", "median_rank"}
         assert metrics[direction]["R@5"] == 1.0  # 4 candidates
 
-    result = runner.invoke(_cli(), ["eval", "retrieval", "--manifest", str(manifest), "--split", "test"])
+    result = runner.invoke(app, ["eval", "retrieval", "--manifest", str(manifest), "--split", "test"])
     assert result.exit_code != 0 and "no rows with split 'test'" in str(result.exception)
-    result = runner.invoke(_cli(), ["train", "clip", "--manifest", str(manifest), "--out",
+    result = runner.invoke(app, ["train", "clip", "--manifest", str(manifest), "--out",
                                     str(tmp_path / "x"), "--recipe", "nope"])
     assert result.exit_code != 0 and "unknown recipe" in str(result.exception)
 
 
 def test_the_shipped_model_retrieves_far_above_chance(shared_data, tmp_path):
     """A guard on the shipped weights, on medpix2 dev (test is for the model card only)."""
-    from radsearch.encoders._radclip_weights import WEIGHTS_FILE
+    from radsearch.encoders.weights import WEIGHTS_FILE
     from radsearch.training.build_manifests import build_manifests
     from radsearch.training.evaluate import evaluate_retrieval
     from radsearch.training.manifest import read_manifest, select_split
 
     assert WEIGHTS_FILE.is_file()
     pairs = select_split(read_manifest(build_manifests(shared_data, tmp_path)["medpix2"]), "dev")[:40]
-    metrics = evaluate_retrieval(RadClipMini("cpu"), pairs)
+    metrics = evaluate_retrieval(create_model(), pairs)
     # Chance on 40 pairs: R@10 = 0.25, median rank 20.5. Measured: R@10 0.70 / 0.75, median 6.25 / 6.5.
     for direction in ("image_to_text", "text_to_image"):
         assert metrics[direction]["R@10"] >= 0.5

@@ -16,15 +16,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from radsearch.encoders._radclip_weights import (
+from radsearch.encoders.towers import IMAGE_SIZE
+from radsearch.encoders.weights import (
     IMAGE_PROJECTION,
     IMAGE_TOWER_PREFIX,
     LOGIT_SCALE,
     TEXT_PROJECTION,
     TEXT_TOWER_PREFIX,
     initial_projections,
+    save_weights,
 )
-from radsearch.encoders.radclip_mini import RadClipMini
 from radsearch.training.augment import Augmentation
 from radsearch.training.captions import caption_variants, positive_groups
 from radsearch.training.data import PairData
@@ -144,9 +145,9 @@ def prepare(
     def images(pairs: list[Pair], views: int) -> dict:
         paths = [p.image for p in pairs]
         if trunk is None:
-            return {"frames": read_images(paths, RadClipMini.image_size), "augmentation": Augmentation()}
+            return {"frames": read_images(paths, IMAGE_SIZE), "augmentation": Augmentation()}
         activations = image_features(
-            trunk, paths, image_size=RadClipMini.image_size, views=views,
+            trunk, paths, image_size=IMAGE_SIZE, views=views,
             augmentation=Augmentation(), seed=seed, cache=cache, log=log)
         if recipe.image_blocks is not None:
             return {"image_features": activations}
@@ -197,10 +198,8 @@ def _run_locked(tower: ImageTower, activations: np.ndarray, device: str) -> np.n
 
 
 def export_weights(model: ClipModel, path: Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write the radclip-mini weights file: projections, logit scale, and only the tower tensors
-    that differ from the offline pretrained ones, all float16 except the scale (small file)."""
-    from safetensors.torch import save_file
-
+    """Write the radclip-mini weights file (``radsearch.encoders.weights``): projections, logit
+    scale, and only the tower tensors that differ from the offline pretrained ones."""
     tensors = {
         IMAGE_PROJECTION: model.image_projection.weight,
         TEXT_PROJECTION: model.text_projection.weight,
@@ -211,13 +210,8 @@ def export_weights(model: ClipModel, path: Path, metadata: dict[str, str] | None
     if isinstance(model.text_encoder, TextTower):
         tower = model.text_encoder
         tensors.update(_changed(tower.model.state_dict(), tower.pretrained, TEXT_TOWER_PREFIX))
-    out = {name: t.detach().cpu().to(torch.float16).contiguous() for name, t in tensors.items()}
-    out[LOGIT_SCALE] = model.logit_scale.detach().cpu().float().reshape(())
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(out, str(path), metadata=metadata)
-    path.chmod(0o644)  # a weights file to share or ship, not a secret
-    return path
+    tensors[LOGIT_SCALE] = model.logit_scale
+    return save_weights(tensors, path, metadata)
 
 
 def _changed(state: dict, reference: dict, prefix: str) -> dict[str, torch.Tensor]:

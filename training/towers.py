@@ -1,7 +1,8 @@
 """radclip-mini's two pretrained towers as trainable torch modules, each lockable whole or in part.
 
-Outputs match ``RadClipMini.image_features`` / ``text_features`` exactly (same normalisation, same
-unit-norm sentence embedding), so what is trained here is what the encoder runs after export.
+Built on ``radsearch.encoders.towers``: outputs match radclip-mini's tower features exactly (same
+normalisation, same unit-norm sentence embedding), so what is trained here is what the encoder runs
+after export.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from radsearch.encoders import _efficientnet, _minilm
-from radsearch.encoders.radclip_mini import RadClipMini
+from radsearch.encoders import towers
 
 
 class ImageTower(nn.Module):
@@ -29,9 +29,9 @@ class ImageTower(nn.Module):
         # None: forward takes pixels. An int: forward takes the activations entering this stage
         # (the output of ``trunk()``), so a locked front runs once, through the feature cache.
         self.first_block: int | None = None
-        # RadClipMini's normalisation, on 0..255 pixels.
-        mean = torch.tensor(RadClipMini.mean).view(1, 3, 1, 1) * 255
-        std = torch.tensor(RadClipMini.std).view(1, 3, 1, 1) * 255
+        # The encoder's normalisation, on 0..255 pixels.
+        mean = torch.tensor(towers.IMAGE_MEAN).view(1, 3, 1, 1) * 255
+        std = torch.tensor(towers.IMAGE_STD).view(1, 3, 1, 1) * 255
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
         net.requires_grad_(False)
@@ -122,8 +122,8 @@ def _copy_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def build_image_tower(device: str, trainable_blocks: int | None) -> ImageTower:
     """The pretrained tower (no shipped deltas: training always starts from the offline weights)."""
-    return ImageTower(_efficientnet.build_image_tower({}, device), trainable_blocks).to(device)
+    return ImageTower(towers.build_image_tower(device), trainable_blocks).to(device)
 
 
 def build_text_tower(device: str, trainable_layers: int | None) -> TextTower:
-    return TextTower(_minilm.build_text_tower({}, device), trainable_layers).to(device)
+    return TextTower(towers.build_text_tower(device), trainable_layers).to(device)

@@ -114,18 +114,11 @@ def evaluate_zeroshot(
     """Zero-shot metrics of ``model`` on the manifest's rows (of ``split``).
 
     ``label_set`` names a built-in set whose prompts to use; the classes are then ``labels`` (or the
-    column's values), each of which must be one of the set's labels. ``weights``: a radclip-mini
-    weights file to use instead of the shipped one.
+    column's values), each of which must be one of the set's labels. ``weights``: a weights file for
+    ``model`` (radclip-mini's format) to use instead of its own.
     """
     rows = _rows(Path(manifest), label_column, split)
-    if weights is not None:
-        from radsearch.encoders.radclip_mini import RadClipMini
-
-        if model != RadClipMini.name:
-            raise ManifestError(f"weights apply to {RadClipMini.name} only, not {model!r}")
-        encoder = RadClipMini("cpu", weights_file=Path(weights))
-    else:
-        encoder = create_model(model)
+    encoder = create_model(model, pretrained=None if weights is None else str(weights))
     if finding is not None:
         rows = [(path, value.lower()) for path, value in rows if value.lower() in _YES | _NO]
         chosen = custom_label_set([finding], findings=True)

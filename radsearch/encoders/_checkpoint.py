@@ -10,7 +10,7 @@ Layout::
     MODEL_CARD.md         what it is, the data, the command, the figures
 
 Family ``radclip-mini``: the weights file has exactly the format of radclip-mini's shipped file
-(``_radclip_weights``: both projections, optional tower replacements, slice pooling, logit scale);
+(``weights``: both projections, optional tower replacements, slice pooling, logit scale);
 ``params`` names the EfficientNet-Lite image tower and the input size. ``preprocessing`` is a
 record for people and tools; the loader rebuilds it from the family and ``params``.
 """
@@ -25,18 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from radsearch.encoders import _efficientnet
-from radsearch.encoders._radclip_weights import (
-    IMAGE_PROJECTION,
-    IMAGE_TOWER_PREFIX,
-    LOGIT_SCALE,
-    TEXT_TOWER_PREFIX,
-    RadClipWeights,
-    load_weights,
-)
+from radsearch.encoders._radclip_weights import IMAGE_PROJECTION, load_weights
 from radsearch.encoders._registry import CHECKPOINT_PREFIX, ModelLoadError
 from radsearch.encoders.base import RESIZE_POLICY, Encoder
 from radsearch.encoders.radclip_mini import RadClipMini
-from radsearch.encoders.slice_pooling import PREFIX as SLICE_POOLING_PREFIX
+from radsearch.encoders.weights import weights_tensors
 
 if TYPE_CHECKING:
     import torch
@@ -70,22 +63,6 @@ class RadClipMiniCheckpoint(RadClipMini):
         digest.update(json.dumps(self._params, sort_keys=True).encode() + b"\n")
         digest.update(super().weights_hash().encode())
         return digest.hexdigest()
-
-
-def radclip_mini_tensors(weights: RadClipWeights) -> dict[str, torch.Tensor]:
-    """``weights`` as the tensors of radclip-mini's file format."""
-    import torch
-
-    tensors = {name: torch.from_numpy(array) for name, array in weights.projections.items()}
-    for prefix, part in (
-        (IMAGE_TOWER_PREFIX, weights.image_tower),
-        (TEXT_TOWER_PREFIX, weights.text_tower),
-        (SLICE_POOLING_PREFIX, weights.slice_pooling),
-    ):
-        tensors.update({prefix + name: tensor for name, tensor in part.items()})
-    if weights.logit_scale is not None:
-        tensors[LOGIT_SCALE] = torch.tensor(weights.logit_scale, dtype=torch.float32)
-    return tensors
 
 
 def _radclip_mini_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -133,7 +110,7 @@ def save_checkpoint(
     from safetensors.torch import save_file
 
     if isinstance(source, RadClipMini):
-        tensors = radclip_mini_tensors(source._weights)
+        tensors = weights_tensors(source._weights)
         params = {"image_size": source.image_size, **(params or {})}
     elif isinstance(source, Mapping):
         tensors = dict(source)

@@ -4,6 +4,8 @@ Every name ``create_model`` accepts is parsed by one function, :func:`parse_mode
 
 ==============================================  ==================================================
 ``radclip-mini``, ``hashing-tiny``              a registered model (``register_model``)
+``radclip-mini@/path/weights.safetensors``      a registered model that reads weights files, with
+                                                one (``pretrained=`` folds into this form)
 ``open_clip:ARCH@TAG``                          open_clip architecture + pretrained tag, e.g.
                                                 ``open_clip:ViT-B-32@laion2b_s34b_b79k``; the
                                                 weights come from the Hugging Face Hub cache, or
@@ -57,6 +59,7 @@ CHECKPOINT_PREFIX = "checkpoint:"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz")
 
 Factory = Callable[[str], Encoder]
+WeightsFactory = Callable[[str, Path], Encoder]  # (device, weights file) -> encoder
 
 
 class UnknownModelError(RadsearchError, ValueError):
@@ -116,6 +119,11 @@ NAME_SYNTAXES = (
         "hf-clip:/models/radclip.bin?config=/models/clip-vit-large-patch14/config.json",
     ),
     NameSyntax(
+        "radclip-mini@/path/weights.safetensors",
+        "radclip-mini with a weights file of its format (training's output; radsearch.encoders.weights)",
+        "radclip-mini@./runs/a/radclip-mini.safetensors",
+    ),
+    NameSyntax(
         "checkpoint:/path/dir (or /path/dir)",
         "a radsearch checkpoint: weights.safetensors, config.json, MODEL_CARD.md",
         "checkpoint:./runs/radclip-lite2",
@@ -130,13 +138,14 @@ class ModelSpec:
     kind: str  # "registered", "open_clip", "open_clip_dir", "hf_hub", "hf_clip" or "checkpoint"
     name: str
     target: str  # registered name, architecture, hub repo, or absolute folder / file path
-    weights: str | None = None  # open_clip: the pretrained tag or absolute file path
+    weights: str | None = None  # open_clip: the pretrained tag or absolute file path; registered:
+    # the absolute weights file path, when given
     config: str | None = None  # hf_clip with a bare state dict: absolute config.json path
     tokenizer: str | None = None  # hf_clip: absolute tokenizer folder, when given
 
     def local_paths(self) -> list[Path]:
         """The local files and folders this model is read from."""
-        if self.kind in ("registered", "hf_hub"):
+        if self.kind == "hf_hub":
             return []
         candidates = [self.weights, self.config, self.tokenizer]
         if self.kind != "open_clip":
@@ -149,6 +158,7 @@ class _Entry:
     factory: Factory
     dim: int
     description: str
+    weights_factory: WeightsFactory | None
 
 
 _ENTRIES: dict[str, _Entry] = {}
@@ -158,16 +168,25 @@ _LOCK = threading.Lock()
 
 
 def register_model(
-    name: str, factory: Factory | None = None, *, dim: int, description: str
+    name: str,
+    factory: Factory | None = None,
+    *,
+    dim: int,
+    description: str,
+    weights_factory: WeightsFactory | None = None,
 ) -> Callable[[Factory], Factory] | Factory:
-    """Register ``factory(device) -> Encoder`` under ``name``; usable as a decorator."""
+    """Register ``factory(device) -> Encoder`` under ``name``; usable as a decorator.
+
+    ``weights_factory(device, path)``: builds the model with the weights file ``path`` instead,
+    for ``create_model(name, pretrained=path)``.
+    """
 
     def add(factory: Factory) -> Factory:
         if name in _ENTRIES:
             raise ValueError(f"model {name!r} is already registered")
-        if ":" in name or "/" in name or "\\" in name:
-            raise ValueError(f"model name {name!r} must not contain ':', '/' or '\\'")
-        _ENTRIES[name] = _Entry(factory, dim, description)
+        if any(c in name for c in ":/\\@"):
+            raise ValueError(f"model name {name!r} must not contain ':', '/', '\\' or '@'")
+        _ENTRIES[name] = _Entry(factory, dim, description, weights_factory)
         return factory
 
     return add if factory is None else add(factory)
@@ -249,16 +268,33 @@ def _parse_hf_clip(rest: str) -> ModelSpec:
     )
 
 
+def _parse_registered(name: str, weights: str | None, twice: bool) -> ModelSpec:
+    if not weights:
+        return ModelSpec("registered", name, name)
+    readers = sorted(n for n, entry in _ENTRIES.items() if entry.weights_factory is not None)
+    if _ENTRIES[name].weights_factory is None:
+        raise UnknownModelError(
+            f"{name} reads no weights file (weights files apply to open_clip:ARCH names and to "
+            f"{', '.join(readers)})"
+        )
+    if twice:
+        raise UnknownModelError(f"{name}@{weights} names its weights after '@'; pretrained= does not apply")
+    path = _absolute(weights)
+    return ModelSpec("registered", f"{name}@{path}", name, weights=path)
+
+
 def parse_model_name(name: str, *, pretrained: str | None = None) -> ModelSpec:
     """Understand any model name (see the module docstring for the forms); raises UnknownModelError.
 
-    ``pretrained`` (a tag or a checkpoint file) applies to ``open_clip:ARCH`` names only.
+    ``pretrained`` (a tag or a checkpoint file) completes ``open_clip:ARCH`` names; a weights file
+    completes the names of registered models that read them (radclip-mini).
     """
     name = name.strip()
+    registered, at, weights = name.partition("@")
+    if registered in _ENTRIES:
+        return _parse_registered(registered, weights if at else pretrained, bool(at and pretrained))
     if pretrained is not None and not name.startswith(OPEN_CLIP_PREFIX):
         raise UnknownModelError(f"pretrained= applies to open_clip:ARCH names only, not {name!r}")
-    if name in _ENTRIES:
-        return ModelSpec("registered", name, name)
     if name.startswith(OPEN_CLIP_PREFIX):
         return _parse_open_clip(name.removeprefix(OPEN_CLIP_PREFIX), pretrained)
     if name.startswith(HF_HUB_PREFIX):
@@ -298,7 +334,12 @@ def _fingerprint(spec: ModelSpec) -> tuple:
 def _build(spec: ModelSpec, device: str) -> Encoder:
     if spec.kind == "registered":
         entry = _ENTRIES[spec.target]
-        encoder = entry.factory(device)
+        if spec.weights is not None:
+            if not os.path.isfile(spec.weights):
+                raise ModelLoadError(f"{spec.name}: no such weights file")
+            encoder = entry.weights_factory(device, Path(spec.weights))
+        else:
+            encoder = entry.factory(device)
         if encoder.dim != entry.dim:
             raise RuntimeError(f"model {spec.name!r} built with dim {encoder.dim}, registered {entry.dim}")
         return encoder
@@ -322,7 +363,7 @@ def create_model(
 
     Built once per process and (canonical name, device), and reused; a model read from local files
     is built again when those files change. ``pretrained`` (a tag or a checkpoint file) completes an
-    ``open_clip:ARCH`` name.
+    ``open_clip:ARCH`` name; for radclip-mini it is a weights file (``weights``).
     """
     spec = parse_model_name(name, pretrained=pretrained)
     key = (spec.name, device)

@@ -26,7 +26,7 @@ from radsearch.encoders._radclip_weights import (
     initial_weights,
     load_weights,
 )
-from radsearch.encoders._registry import register_model
+from radsearch.encoders._registry import ModelLoadError, register_model
 from radsearch.encoders.base import Encoder, l2_normalise, three_channels
 from radsearch.encoders.slice_pooling import module_from_tensors, pool_volume
 
@@ -209,6 +209,15 @@ class RadClipMini(Encoder):
         return super().logit_scale() if learned is None else float(np.exp(learned))
 
 
+def _create_with_weights(device: str, path: Path) -> Encoder:
+    from safetensors import SafetensorError
+
+    try:
+        return RadClipMini(device, weights_file=path)
+    except (ValueError, SafetensorError) as error:  # a file not in the format
+        raise ModelLoadError(f"{RadClipMini.name}@{path}: {error}") from None
+
+
 @register_model(
     "radclip-mini",
     dim=_DIM,
@@ -216,6 +225,7 @@ class RadClipMini(Encoder):
         "EfficientNet-Lite0 (ImageNet) + all-MiniLM-L6-v2 towers, contrastively trained on "
         "radiology image-text pairs into one 512-d space; offline, CPU-friendly (built-in default)"
     ),
+    weights_factory=_create_with_weights,
 )
 def _create(device: str) -> Encoder:
     return RadClipMini(device)
