@@ -24,7 +24,7 @@ from radsearch.encoders.slice_pooling import (
 )
 from radsearch.indexer import aggregate, index_folder
 from radsearch.storage.store import CATALOG_FILE
-from radsearch.training.pooling import load_slice_pooling, save_slice_pooling, train_slice_pooling
+from radsearch.training.pooling import fit_slice_pooling, load_slice_pooling, save_slice_pooling
 
 DIM = 32
 # Two real series: a 4-slice MR, and an 11-slice CT with duplicate slice positions (ties).
@@ -231,7 +231,7 @@ def _recall_at_1(volumes: np.ndarray, texts: list) -> float:
 def test_training_learns_to_weight_slices_by_position():
     rng = np.random.default_rng(0)
     train, test = _position_task(rng, 128), _position_task(rng, 128)
-    run = train_slice_pooling(train, heads=4, epochs=20, batch_size=32, lr=3e-3, seed=0)
+    run = fit_slice_pooling(train, heads=4, epochs=20, batch_size=32, lr=3e-3, seed=0)
     assert run.losses[-1] < 0.2 * run.losses[0]
 
     texts = [text for _, _, text in test]

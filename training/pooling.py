@@ -5,26 +5,40 @@ embeddings of one series, their positions (mm along the slice normal, or ``None`
 embedding of that series' report. Only the ``SlicePooling`` module (and a temperature) learns, so
 the towers and every image embedding already indexed stay valid. The module starts as the mean
 (see ``radsearch.encoders.slice_pooling``), which makes the mean the baseline training must beat.
+
+``train_slice_pooling`` runs it all from manifests of volume-report pairs (``radsearch train
+slice-pooling``): radclip-mini embeds the slices and reports, the pooling learns on the train rows,
+dev rows are scored against the mean, and the result is a radclip-mini weights file with the
+trained pooling in it; ``fit_slice_pooling`` is the training step on vectors.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from radsearch.encoders import Encoder, create_model
 from radsearch.encoders.slice_pooling import (
     DEFAULT_MAX_SLICES,
     PREFIX,
     collate,
+    mean_pool,
     module_from_tensors,
     module_tensors,
+    pool_volumes,
     prepare_volume,
 )
+from radsearch.encoders.weights import load_weights, save_weights, weights_tensors
+from radsearch.reading import parse_ct_windows
+from radsearch.training.images import read_volume
+from radsearch.training.manifest import ManifestError, Pair, check_groups, read_manifests, select_split
+from radsearch.training.metrics import bidirectional_metrics
 
 # (slice vectors (n, dim), positions (n,) in mm or None, report text vector (dim,))
 VolumeText = tuple[np.ndarray, np.ndarray | None, np.ndarray]
@@ -39,7 +53,7 @@ class PoolingRun:
     logit_scale: float  # the learned inverse temperature
 
 
-def train_slice_pooling(
+def fit_slice_pooling(
     examples: Sequence[VolumeText],
     *,
     heads: int = 8,
@@ -129,3 +143,82 @@ def load_slice_pooling(path: Path, max_slices: int = DEFAULT_MAX_SLICES) -> Any:
 def _unit(vector: np.ndarray) -> np.ndarray:
     vector = np.asarray(vector, dtype=np.float32).reshape(-1)
     return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+
+def train_slice_pooling(
+    manifests: Sequence[Path],
+    out: Path,
+    *,
+    weights: Path | None = None,
+    ct_windows: str = "none",
+    heads: int = 8,
+    layers: int = 1,
+    max_slices: int = DEFAULT_MAX_SLICES,
+    epochs: int = 20,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device: str = "cpu",
+    log: Callable[[str], None] = lambda message: None,
+) -> dict:
+    """Train radclip-mini's slice pooling on the volume-report pairs of ``manifests``; write ``out``.
+
+    Manifest rows as for ``train clip`` (``image``, ``text``, ``split``, ``group``), each image a
+    volume: a NIfTI file, a multi-frame DICOM file or a folder of one series' DICOM files. Train
+    rows with two slices or more train the pooling (a single slice pools to itself); dev rows are
+    scored volume<->report, trained pooling against the plain mean. ``weights``: the radclip-mini
+    weights file whose towers embed the slices and reports (default: the shipped one); ``out`` is
+    that file with the trained pooling in place of any it had, ready for ``create_model(
+    "radclip-mini", pretrained=out)`` or to ship. ``ct_windows``: render CT as the index to be
+    built will (``reading.parse_ct_windows``). Returns the run's summary (what ``--json`` prints).
+    """
+    began = time.perf_counter()
+    pairs = read_manifests(manifests)
+    check_groups(pairs)
+    encoder = create_model("radclip-mini", device=device,
+                           pretrained=None if weights is None else str(weights))
+    windows = parse_ct_windows(ct_windows)
+    train = _embed_volumes(encoder, select_split(pairs, "train"), windows, log)
+    if len(train) < 2:
+        raise ManifestError(f"{len(train)} train volumes of 2 slices or more in "
+                            f"{', '.join(map(str, manifests))}; contrastive training needs 2")
+    dev = _embed_volumes(encoder, select_split(pairs, "dev"), windows, log)
+    log(f"{len(train)} train volumes, {len(dev)} dev volumes; training the pooling")
+    run = fit_slice_pooling(train, heads=heads, layers=layers, max_slices=max_slices, epochs=epochs,
+                            batch_size=batch_size, lr=lr, seed=seed, device=device)
+    tensors = {name: tensor for name, tensor in weights_tensors(load_weights(weights)).items()
+               if not name.startswith(PREFIX)}
+    path = save_weights({**tensors, **module_tensors(run.module)}, out, metadata={
+        "slice_pooling_volumes": str(len(train)), "slice_pooling_epochs": str(epochs),
+    })
+    return {
+        "weights": str(path),
+        "train_volumes": len(train),
+        "dev_volumes": len(dev),
+        "losses": [round(loss, 6) for loss in run.losses],
+        "logit_scale": run.logit_scale,
+        "dev": _dev_scores(run.module, dev) if len(dev) >= 2 else None,
+        "seconds": round(time.perf_counter() - began, 1),
+    }
+
+
+def _embed_volumes(encoder: Encoder, pairs: Sequence[Pair], ct_windows, log) -> list[VolumeText]:
+    """(slice vectors, positions, report vector) of each pair whose volume has two slices or more."""
+    examples = []
+    for pair in pairs:
+        frames, positions = read_volume(pair.image, encoder.image_size, ct_windows)
+        if len(frames) < 2:
+            log(f"{pair.image}: one slice, not a volume; skipped")
+            continue
+        examples.append((encoder.encode_images(frames), positions, pair.text))
+    texts = encoder.encode_texts([text for _, _, text in examples]) if examples else []
+    return [(vectors, positions, text) for (vectors, positions, _), text in zip(examples, texts)]
+
+
+def _dev_scores(module: Any, dev: Sequence[VolumeText]) -> dict:
+    """Volume<->report retrieval on ``dev``: the trained pooling and the plain mean."""
+    texts = np.stack([text for _, _, text in dev])
+    return {
+        "pooling": bidirectional_metrics(pool_volumes(module, [(v, p) for v, p, _ in dev]), texts),
+        "mean": bidirectional_metrics(np.stack([mean_pool(v) for v, _, _ in dev]), texts),
+    }
