@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from radsearch.encoders.base import Encoder
+from radsearch.encoders import Encoder
 from radsearch.training.images import read_images
 from radsearch.training.manifest import Pair
 from radsearch.training.metrics import bidirectional_metrics

@@ -18,7 +18,7 @@ import numpy as np
 
 from radsearch.drafting.findings import positive_findings
 from radsearch.drafting.vocabulary import NO_FINDING
-from radsearch.encoders.base import Encoder
+from radsearch.encoders import Encoder
 from radsearch.label_sets import custom_label_set
 from radsearch.training.images import read_images
 from radsearch.training.manifest import Pair
