@@ -87,6 +87,7 @@ def test_a_weights_file_folds_into_the_model_name_and_loads_again_when_it_change
         ("radclip-mini", "absent.safetensors", ModelLoadError, r"radclip-mini@/.*absent.safetensors: no such"),
         ("radclip-mini@/x.safetensors", "/y.safetensors", UnknownModelError, "pretrained= does not apply"),
         ("hashing-tiny", "w.safetensors", UnknownModelError, "hashing-tiny reads no weights file"),
+        ("radclip-mini@", None, UnknownModelError, "radclip-mini@ needs a weights file after '@'"),
     ],
 )
 def test_weights_files_are_refused_in_one_line(name, pretrained, error, message, tmp_path, monkeypatch) -> None:

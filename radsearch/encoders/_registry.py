@@ -269,8 +269,10 @@ def _parse_hf_clip(rest: str) -> ModelSpec:
 
 
 def _parse_registered(name: str, weights: str | None, twice: bool) -> ModelSpec:
-    if not weights:
+    if weights is None:
         return ModelSpec("registered", name, name)
+    if not weights:
+        raise UnknownModelError(f"{name}@ needs a weights file after '@', e.g. {name}@./weights.safetensors")
     readers = sorted(n for n, entry in _ENTRIES.items() if entry.weights_factory is not None)
     if _ENTRIES[name].weights_factory is None:
         raise UnknownModelError(
