@@ -17,6 +17,7 @@ from pathlib import Path
 
 from radsearch.drafting import create_drafter, list_drafters
 from radsearch.drafting.compose import DraftSession
+from radsearch.index_handle import Index
 from radsearch.storage.store import Store
 
 
@@ -38,7 +39,7 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=5)
     args = parser.parse_args()
     with Store.open_for_reading(args.index) as store:
-        session = DraftSession(store)
+        session = DraftSession(Index(store))
         with store.snapshot() as conn:
             keys = [row[0] for row in conn.execute(
                 "SELECT DISTINCT studies.key FROM reports JOIN studies ON studies.id = reports.study_id "

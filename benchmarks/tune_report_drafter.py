@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from radsearch.drafting.compose import DraftSession
+from radsearch.index_handle import Index
 from radsearch.drafting.metrics import finding_f1
 from radsearch.drafting.neighbours import Exclusions
 from radsearch.drafting.retrieval_drafter import RetrievalDrafter, RetrievalSettings
@@ -76,7 +77,7 @@ def neighbours_of(task, work: Path) -> tuple[DraftSession, list, list[str]]:
             return None, *pickle.load(handle)
     index = build_corpus_index(task.corpus, work, DEFAULT_MODEL, log=lambda m: print(m, file=sys.stderr))
     store = Store.open_for_reading(index)
-    session = DraftSession(store)
+    session = DraftSession(Index(store))
     found = []
     for pair in task.evaluated:
         vector, _ = embed_file(pair.image, session.encoder, store.salt, ct_windows=store.ct_windows)

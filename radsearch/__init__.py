@@ -3,10 +3,14 @@
 The Python API (the CLI is a thin layer over it)::
 
     from radsearch.indexer import index_folder
-    from radsearch import search, similar, show, stats, Filters
+    from radsearch import open_index, search, Filters
 
     index_folder("studies/", index="my-index")
     results = search("right lower lobe consolidation", index="my-index", k=5)
+
+    with open_index("my-index") as index:  # one open index for many questions
+        hits = index.search("pleural effusion", filters=Filters(modality="CR")).hits
+        index.similar(hits[0].study), index.show(hits[0].study), index.stats()
 """
 
 from importlib import import_module
@@ -14,6 +18,8 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "open_index": "radsearch.index_handle",
+    "Index": "radsearch.index_handle",
     "search": "radsearch.retrieval",
     "similar": "radsearch.retrieval",
     "SearchResults": "radsearch.retrieval",

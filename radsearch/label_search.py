@@ -34,11 +34,12 @@ import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from radsearch.storage.backends import Backend, Hit, PointFilter
-from radsearch.encoders import Encoder, create_model
+from radsearch.encoders import Encoder
 from radsearch.errors import RadsearchError
 from radsearch.filters import Filters
 from radsearch.label_sets import (
@@ -49,9 +50,11 @@ from radsearch.label_sets import (
     custom_label_set,
     get_label_set,
 )
-from radsearch.retrieval import ImageHit, backend_spec, unmatched_filters
-from radsearch.storage.store import Store, default_index_path
+from radsearch.retrieval import ImageHit, unmatched_filters
 from radsearch.zeroshot import ZeroShotClassifier
+
+if TYPE_CHECKING:
+    from radsearch.index_handle import Index
 
 STUDIES = "studies"
 FIRST_K = 256  # the least first k of the threshold search
@@ -174,22 +177,40 @@ def label_query(
 
     ``labels``/``label_set``/``findings``: see :func:`resolve_label`. ``backend``/``url`` search
     another store than the index's own, as :func:`radsearch.retrieval.search` does."""
+    from radsearch.index_handle import open_index
+
+    _question(label, labels, label_set, findings, min_prob, limit)  # before opening the index
+    with open_index(index, backend, url) as opened:
+        return opened.label_query(label, min_prob=min_prob, labels=labels, label_set=label_set,
+                                  findings=findings, filters=filters, limit=limit)
+
+
+def _question(label: str, labels: str | list[str] | None, label_set: str | None,
+              findings: bool | None, min_prob: float,
+              limit: int | None) -> tuple[LabelChoice, float]:
+    """The label asked for and the least probability, or one line on what is wrong with them."""
     choice = resolve_label(label, labels=labels, label_set=label_set, findings=findings)
     min_prob = check_min_prob(min_prob)
     if limit is not None and limit < 1:
         raise RadsearchError(f"the limit must be at least 1, not {limit}")
+    return choice, min_prob
+
+
+def label_query_in(index: Index, label: str, *, min_prob: float,
+                   labels: str | list[str] | None, label_set: str | None,
+                   findings: bool | None, filters: Filters | None,
+                   limit: int | None) -> LabelQueryResults:
+    """``Index.label_query``: the label's direction searched in the index's store."""
+    choice, min_prob = _question(label, labels, label_set, findings, min_prob, limit)
     point_filter = (filters or Filters()).point_filter()
-    path = Path(index) if index is not None else default_index_path()
-    with Store.open_for_reading(path, backend_spec(backend, url)) as store:
-        encoder = create_model(store.model_name)
-        store.check_model(encoder.describe())
-        classifier = label_classifier(encoder, choice)
-        hits, candidates = query_backend(store.backend, classifier, choice.label,
-                                         min_prob=min_prob, point_filter=point_filter, limit=limit)
-        unmatched = {} if hits else unmatched_filters(store, filters)
+    classifier = label_classifier(index.encoder, choice)
+    hits, candidates = query_backend(index.store.backend, classifier, choice.label,
+                                     min_prob=min_prob, point_filter=point_filter, limit=limit)
+    unmatched = {} if hits else unmatched_filters(index.store, filters)
     return LabelQueryResults(label=choice.label, label_set=choice.label_set.name,
-                             kind=choice.label_set.kind, min_prob=min_prob, model=encoder.name,
-                             candidates=candidates, hits=hits, unmatched_filters=unmatched)
+                             kind=choice.label_set.kind, min_prob=min_prob,
+                             model=index.encoder.name, candidates=candidates, hits=hits,
+                             unmatched_filters=unmatched)
 
 
 def query_backend(

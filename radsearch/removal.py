@@ -16,9 +16,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from radsearch.storage import catalog
 from radsearch.errors import RadsearchError
-from radsearch.storage.store import Store, default_index_path
+from radsearch.index_handle import checked_encoder, resolve_index_path
+from radsearch.storage import catalog
+from radsearch.storage.store import Store
+from radsearch.study_refs import resolve_study_id
 
 
 @dataclass
@@ -45,7 +47,7 @@ def remove(refs: Sequence[str | Path], *, index: Path | None = None,
     A reference that names nothing indexed is an error, and then nothing is removed."""
     if not refs:
         raise RadsearchError("name at least one indexed file, folder, study, series or image")
-    path = Path(index) if index is not None else default_index_path()
+    path = resolve_index_path(index)
     with Store.open_for_reading(path) as reader:
         if reader.conn is None:
             raise RadsearchError(f"{path}: no catalog here: remove runs where the index was built")
@@ -55,7 +57,6 @@ def remove(refs: Sequence[str | Path], *, index: Path | None = None,
         meta = reader.meta
     if dry_run:
         return summary
-    from radsearch.encoders import create_model
     from radsearch.indexer import aggregate, writer
 
     with Store.open_for_writing(path, _describe_model(meta), shard=meta.get("shard"),
@@ -70,7 +71,7 @@ def remove(refs: Sequence[str | Path], *, index: Path | None = None,
             for study_id in study_ids:  # reports from a CSV have no file: they go with their study
                 conn.execute("DELETE FROM reports WHERE study_id = ?", (study_id,))
                 conn.execute("UPDATE studies SET dirty = 1 WHERE id = ?", (study_id,))
-        aggregate.update_series(conn, store.dim, create_model(store.model_name).pool_slices)
+        aggregate.update_series(conn, store.dim, checked_encoder(store).pool_slices)
         aggregate.update_studies(conn, store.dim)
         for counts in store.sync_backend().values():
             summary.sent += counts.sent
@@ -90,7 +91,6 @@ def _resolve(store: Store, conn: sqlite3.Connection,
     """The files to remove, and the studies that go whole: those named, and those left with no
     file (their reports from a CSV, which have no file of their own, go with them)."""
     from radsearch.reading import salted_hash
-    from radsearch.retrieval import resolve_study_id
 
     files: set[int] = set()
     studies: set[int] = set()

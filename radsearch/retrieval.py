@@ -7,21 +7,21 @@ that did not index it. The catalog is used only to resolve what the user names (
 
 from __future__ import annotations
 
-import os
-import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from radsearch.storage.backends import Backend, BackendSpec, Hit, PointFilter
-from radsearch.encoders import Encoder, create_model
 from radsearch.errors import RadsearchError
-from radsearch.query_embedding import embed_file
 from radsearch.filters import Filters
+from radsearch.storage.backends import Backend, Hit, PointFilter
+from radsearch.storage.store import Store
 from radsearch.terms import FIELDS, filter_values
-from radsearch.storage.store import Store, default_index_path
+
+if TYPE_CHECKING:
+    from radsearch.index_handle import Index
 
 TARGETS = ("images", "reports")
 
@@ -68,24 +68,6 @@ class SearchResults:
         return asdict(self)
 
 
-def _query_encoder(store: Store) -> Encoder:
-    encoder = create_model(store.model_name)
-    store.check_model(encoder.describe())
-    return encoder
-
-
-def backend_spec(backend: str | None, url: str | None) -> BackendSpec | None:
-    """The back end named on the command line, if any (else the index's recorded one is used)."""
-    if backend is None and url is None:
-        return None
-    return BackendSpec(backend or "qdrant", url)
-
-
-def _open(index: Path | None, backend: str | None, url: str | None) -> Store:
-    path = Path(index) if index is not None else default_index_path()
-    return Store.open_for_reading(path, backend_spec(backend, url))
-
-
 def search(
     text: str,
     *,
@@ -99,19 +81,11 @@ def search(
     """Text query -> the k best studies, by their images (``images``) or report sentences (``reports``).
 
     ``backend``/``url`` search another store than the index's own (e.g. a Qdrant cluster)."""
-    if target not in TARGETS:
-        raise RadsearchError(f"unknown search target {target!r}: use one of {', '.join(TARGETS)}")
-    if not text.strip():
-        raise RadsearchError("empty query text")
-    point_filter = (filters or Filters()).point_filter()
-    with _open(index, backend, url) as store:
-        query = _query_encoder(store).encode_texts([text])[0]
-        if target == "images":
-            hits = add_snippets(store, image_search(store.backend, query, k, point_filter))
-        else:
-            hits = sentence_search(store.backend, query, k, point_filter)
-        unmatched = {} if hits else unmatched_filters(store, filters)
-    return SearchResults(query=text, target=target, hits=hits, unmatched_filters=unmatched)
+    from radsearch.index_handle import open_index
+
+    _check_question(text, target)  # before opening the index
+    with open_index(index, backend, url) as opened:
+        return opened.search(text, k=k, filters=filters, target=target)
 
 
 def similar(
@@ -127,17 +101,44 @@ def similar(
 
     The query's own study is left out of the results.
     """
+    from radsearch.index_handle import open_index
+
+    with open_index(index, backend, url) as opened:
+        return opened.similar(query, k=k, filters=filters)
+
+
+def search_in(index: Index, text: str, *, k: int, filters: Filters | None,
+              target: str) -> SearchResults:
+    """``Index.search``: the text embedded with the index's model, searched in its store."""
+    _check_question(text, target)
     point_filter = (filters or Filters()).point_filter()
-    with _open(index, backend, url) as store:
-        path = Path(query)
-        if path.exists():
-            vector, exclude = _embed_file(store, path)
-        else:
-            vector, study = study_vector(store, str(query))
-            exclude = {study}
-        hits = add_snippets(store, image_search(store.backend, vector, k,
-                                                point_filter.excluding("study", sorted(exclude))))
-        unmatched = {} if hits else unmatched_filters(store, filters)
+    store = index.store
+    query = index.encoder.encode_texts([text])[0]
+    if target == "images":
+        hits = add_snippets(store, image_search(store.backend, query, k, point_filter))
+    else:
+        hits = sentence_search(store.backend, query, k, point_filter)
+    unmatched = {} if hits else unmatched_filters(store, filters)
+    return SearchResults(query=text, target=target, hits=hits, unmatched_filters=unmatched)
+
+
+def _check_question(text: str, target: str) -> None:
+    if target not in TARGETS:
+        raise RadsearchError(f"unknown search target {target!r}: use one of {', '.join(TARGETS)}")
+    if not text.strip():
+        raise RadsearchError("empty query text")
+
+
+def similar_in(index: Index, query: str | Path, *, k: int,
+               filters: Filters | None) -> SearchResults:
+    """``Index.similar``: the query's vector (a file embedded, or a study's stored vector) searched
+    among the images of other studies."""
+    point_filter = (filters or Filters()).point_filter()
+    vector, embedded, study = index.query_vector(query)
+    exclude = embedded.studies if embedded is not None else {study}
+    hits = add_snippets(index.store, image_search(index.store.backend, vector, k,
+                                                  point_filter.excluding("study", sorted(exclude))))
+    unmatched = {} if hits else unmatched_filters(index.store, filters)
     return SearchResults(query=str(query), target="images", hits=hits, unmatched_filters=unmatched)
 
 
@@ -186,89 +187,6 @@ def unmatched_filters(store: Store, filters: Filters | None) -> dict[str, list[s
             if not inside:
                 out["study_date"] = [first, last] if first is not None else []
     return out
-
-
-def _embed_file(store: Store, path: Path) -> tuple[np.ndarray, set[str]]:
-    """The file's pooled embedding, and the keys of its study (to leave out of the results)."""
-    vector, result = embed_file(path, _query_encoder(store), store.salt,
-                                ct_windows=store.ct_windows)
-    own = {result.study_uid_hash} if result.study_uid_hash else set()
-    if store.conn is not None:
-        with store.snapshot() as conn:
-            own |= _studies_of_file(conn, os.path.abspath(path))
-    return vector, own
-
-
-def _studies_of_file(conn: sqlite3.Connection, path: str) -> set[str]:
-    return {
-        row[0]
-        for row in conn.execute(
-            "SELECT DISTINCT studies.key FROM images JOIN files ON files.id = images.file_id "
-            "JOIN studies ON studies.id = images.study_id WHERE files.path = ?",
-            (path,),
-        )
-    }
-
-
-def study_vector(store: Store, ref: str) -> tuple[np.ndarray, str]:
-    """The study vector of an indexed study, series or image named by key, UID or file path:
-    from the catalog when this machine indexed it, else from the back end's studies."""
-    from radsearch.reading import salted_hash
-    from radsearch.storage.vectors import read_vectors
-
-    if store.conn is not None:
-        with store.snapshot() as conn:
-            study_id = resolve_study_id(store, conn, ref)
-            if study_id is not None:
-                key = conn.execute("SELECT key FROM studies WHERE id = ?", (study_id,)).fetchone()[0]
-                try:
-                    return read_vectors(conn, "studies", [study_id], store.dim)[0], key
-                except KeyError:
-                    raise RadsearchError("that study has no image embedding to compare") from None
-    keys = [ref, salted_hash(ref, store.salt)]
-    for collection in ("studies", "series"):
-        field = "study" if collection == "studies" else "series"
-        found = store.backend.fetch(collection, PointFilter.build(any_of={field: keys}), 1)
-        if found:
-            study = found[0].payload["study"]
-            records = store.backend.fetch("studies", PointFilter.build(any_of={"study": [study]}),
-                                          1, with_vectors=True)
-            if records:
-                return records[0].vector, study
-    raise RadsearchError(f"{ref}: no such file, and no indexed study, series or image with that id")
-
-
-def resolve_study_id(store: Store, conn: sqlite3.Connection, ref: str) -> int | None:
-    """A study from its key, a Study/Series/SOP Instance UID, or an indexed file's path."""
-    from radsearch.reading import salted_hash
-
-    # A PACS instance's key (dicomweb://..., dimse://...) is its path as it stands.
-    path = ref if "://" in ref else os.path.abspath(ref)
-    for sql, value in (
-        ("SELECT id FROM studies WHERE key = ?", ref),
-        ("SELECT images.study_id FROM images JOIN files ON files.id = images.file_id "
-         "WHERE files.path = ?", path),
-        ("SELECT reports.study_id FROM reports JOIN files ON files.id = reports.file_id "
-         "WHERE files.path = ?", path),
-    ):
-        row = conn.execute(sql + " LIMIT 1", (value,)).fetchone()
-        if row is not None:
-            return int(row[0])
-    # A UID last: hashing it needs the index's key, which a copy of the index may not have.
-    hashed = salted_hash(ref, store.salt)
-    for sql in ("SELECT id FROM studies WHERE key = ?", "SELECT study_id FROM series WHERE key = ?",
-                "SELECT study_id FROM images WHERE instance_key = ?"):
-        row = conn.execute(sql + " LIMIT 1", (hashed,)).fetchone()
-        if row is not None:
-            return int(row[0])
-    hashed_part = ref.removeprefix("group:")  # a CSV group's study: "group:" + a salted hash
-    if len(hashed_part) >= 8 and hashed_part.isalnum():  # a unique prefix of a key, as listed
-        rows = conn.execute(
-            "SELECT id FROM studies WHERE substr(key, 1, ?) = ? LIMIT 2", (len(ref), ref)
-        ).fetchall()
-        if len(rows) == 1:
-            return int(rows[0][0])
-    return None
 
 
 def _by_study(search_fn: Callable[[int], list[Hit]], k: int) -> list[tuple[str, list[Hit]]]:

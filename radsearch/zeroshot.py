@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from radsearch.encoders.base import l2_normalise
 from radsearch.errors import RadsearchError
 from radsearch.label_sets import FINDINGS, LabelSet, custom_label_set, get_label_set
 from radsearch.query_embedding import embed_file
+
+if TYPE_CHECKING:
+    from radsearch.index_handle import Index
 
 
 @dataclass
@@ -128,29 +132,35 @@ def classify(
     findings: bool = False,
     index: Path | None = None,
     model: str | None = None,
+    backend: str | None = None,
+    url: str | None = None,
 ) -> Classification:
-    """Classify an image file, or a study of an index (by UID, key or file), against labels."""
+    """Classify an image file, or a study of an index (by UID, key or file), against labels.
+
+    A file with no index, back end or URL given is embedded with ``model`` (default: the default
+    model); otherwise the index's model is used (``backend``/``url``: see
+    :func:`radsearch.retrieval.search`)."""
     chosen = resolve_label_set(labels, label_set, findings=findings)
     path = Path(query)
-    if path.is_file() and index is None:
+    if path.is_file() and index is None and backend is None and url is None:
         encoder = create_model(model or DEFAULT_MODEL)
         vector, _ = embed_file(path, encoder, salt="query")
-    else:
-        encoder, vector = study_vector(str(query), index=index)
-    return ZeroShotClassifier(encoder, chosen).classify(vector, str(query))
+        return ZeroShotClassifier(encoder, chosen).classify(vector, str(query))
+    from radsearch.index_handle import open_index
+
+    with open_index(index, backend, url) as opened:
+        return opened.classify(query, labels=labels, label_set=label_set, findings=findings)
 
 
-def study_vector(ref: str, *, index: Path | None = None) -> tuple[Encoder, np.ndarray]:
-    """The index's model and a study's vector: a file not in the index is embedded with that model."""
-    from radsearch.retrieval import study_vector as stored_study_vector
-    from radsearch.storage.store import Store, default_index_path
-
-    with Store.open_for_reading(Path(index) if index else default_index_path()) as store:
-        encoder = create_model(store.model_name)
-        store.check_model(encoder.describe())
-        try:
-            return encoder, stored_study_vector(store, ref)[0]
-        except RadsearchError:
-            if not Path(ref).is_file():
-                raise
-        return encoder, embed_file(Path(ref), encoder, store.salt, ct_windows=store.ct_windows)[0]
+def classify_in(index: Index, query: str | Path, *, labels: str | list[str] | None,
+                label_set: str | None, findings: bool) -> Classification:
+    """``Index.classify``: an indexed study's stored vector (a study named by key or UID, or an
+    indexed file's study), else an image file embedded with the index's model."""
+    chosen = resolve_label_set(labels, label_set, findings=findings)
+    try:
+        vector, _ = index.study_vector(str(query))
+    except RadsearchError:
+        if not Path(query).is_file():
+            raise
+        vector = index.embed(query).vector
+    return ZeroShotClassifier(index.encoder, chosen).classify(vector, str(query))

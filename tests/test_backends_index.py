@@ -60,7 +60,7 @@ def catalog_counts(index: Path) -> dict:
 
 
 def backend_counts(index: Path, **backend) -> dict:
-    from radsearch.retrieval import backend_spec
+    from radsearch.index_handle import backend_spec
 
     spec = backend_spec(backend.get("backend"), backend.get("url"))
     with Store.open_for_reading(index, spec) as store:

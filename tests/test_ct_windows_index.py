@@ -22,6 +22,7 @@ from radsearch.cli import app
 from radsearch.encoders import create_model
 from radsearch.encoders.hashing_tiny import HashingTiny
 from radsearch.errors import RadsearchError
+from radsearch.index_handle import open_index
 from radsearch.indexer import index_folder
 from radsearch.query_embedding import embed_file
 from radsearch.reading import (
@@ -35,9 +36,7 @@ from radsearch.reading import (
     render_ct_windows,
     stack_frames,
 )
-from radsearch.retrieval import study_vector
 from radsearch.storage.store import Store
-from radsearch.zeroshot import study_vector as classify_study_vector
 
 TINY = "hashing-tiny"
 SAMPLES = Path(__file__).resolve().parents[1] / "radsearch" / "sample_studies"
@@ -230,12 +229,12 @@ def test_query_files_are_rendered_like_the_index(studies: Path, tmp_path: Path) 
     index_folder(studies, index=index, model=TINY, workers=0, ct_windows="chest")
     query = _new_study_copy(studies / "ct" / "CT_small.dcm", tmp_path / "query" / "ct.dcm")
     hits = similar(query, index=index, k=3).hits
-    with Store.open_for_reading(index) as store:
-        stored, own_study = study_vector(store, str(studies / "ct" / "CT_small.dcm"))
-        gray, _ = embed_file(query, create_model(TINY), store.salt)
+    with open_index(index) as opened:
+        stored, own_study = opened.study_vector(str(studies / "ct" / "CT_small.dcm"))
+        gray, _ = embed_file(query, create_model(TINY), opened.store.salt)
+        vector = opened.embed(query).vector  # as classify embeds a file the index does not hold
     assert hits[0].study == own_study and hits[0].score == pytest.approx(1.0, abs=1e-5)
     assert float(gray @ stored) < 0.99  # a gray query would not have matched it so
-    _, vector = classify_study_vector(str(query), index=index)
     np.testing.assert_allclose(vector, stored, atol=1e-5)
 
 

@@ -304,10 +304,9 @@ def _ranked(hits) -> list[tuple[float, str]]:
 def _answers(index: Path) -> dict:
     """What searches, similar cases, label queries and ``show`` answer, and every point of every
     collection as a search over all of them returns it (score, payload), in comparable form."""
+    from radsearch.index_handle import open_index
     from radsearch.storage.backends.base import PointFilter
     from radsearch.storage.catalog import COLLECTIONS
-    from radsearch.retrieval import _query_encoder
-    from radsearch.storage.store import Store
 
     mr = Filters(modality="MR")
     first = search("shoulder", index=index, k=3).hits[0].study
@@ -324,8 +323,9 @@ def _answers(index: Path) -> dict:
                                               filters=mr, index=index).hits),
         "show": show(first, index=index).to_dict(),
     }
-    with Store.open_for_reading(index) as store:
-        query = _query_encoder(store).encode_texts(["pleural effusion"])[0]
+    with open_index(index) as opened:
+        store = opened.store
+        query = opened.encoder.encode_texts(["pleural effusion"])[0]
         for name in COLLECTIONS:
             answers[name + " points"] = {hit.id: (round(hit.score, 4), hit.payload)
                                          for hit in store.backend.search(name, query, 10_000)}

@@ -17,7 +17,7 @@ from radsearch import Filters, label_query, search, similar
 from radsearch.storage.backends import PointFilter
 from radsearch.encoders import create_model
 from radsearch.indexer import index_folder
-from radsearch.retrieval import backend_spec
+from radsearch.index_handle import backend_spec
 from radsearch.storage.store import Store
 from radsearch.terms import filter_values, normalise
 from tests.backend_params import ALL_BACKENDS

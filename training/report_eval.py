@@ -22,8 +22,9 @@ from radsearch.drafting.base import Drafter
 from radsearch.drafting.compose import DraftSession
 from radsearch.drafting.metrics import finding_f1, nlg_metrics
 from radsearch.drafting.neighbours import Exclusions
+from radsearch.index_handle import Index
 from radsearch.query_embedding import embed_file
-from radsearch.retrieval import resolve_study_id
+from radsearch.study_refs import resolve_study_id
 from radsearch.storage.store import Store
 from radsearch.training.manifest import ManifestError, Pair, read_manifest
 
@@ -140,7 +141,7 @@ def evaluate_report_drafting(task: ReportTask, drafters: Sequence[Drafter], k: i
         work = Path(work) if work is not None else Path(scratch)
         index = build_corpus_index(task.corpus, work, model, log)
         with Store.open_for_reading(index) as store:
-            session = DraftSession(store)
+            session = DraftSession(Index(store))
             groups = _group_studies(store, task.corpus, work)
             log(f"drafting {len(task.evaluated)} rows with {', '.join(d.name for d in drafters)}")
             drafted = draft_rows(session, task.evaluated, drafters, k, groups)

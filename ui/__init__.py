@@ -31,7 +31,7 @@ def streamlit_command(
     watcher; the app's own settings after ``--``. Python runs with ``-P``: the folder it is started
     from is not searched for modules, so a clone named ``radsearch`` there cannot stand in for the
     installed package."""
-    from radsearch.retrieval import backend_spec
+    from radsearch.index_handle import backend_spec
 
     backend_spec(backend, url)  # an unknown back end or a bad URL: one line now, not in the page
     if index is not None:

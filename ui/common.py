@@ -16,11 +16,12 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from radsearch.errors import RadsearchError
+from radsearch.index_handle import resolve_index_path
 from radsearch.previews import FrameValues, frame_values, image_preview
-from radsearch.storage.store import default_index_path
 
 T = TypeVar("T")
 HIGHLIGHT = "highlight"  # the study page's URL parameter: a sentence of its report to mark
+ANSWER_TTL = 300  # seconds an answer is reused: a remote back end changes without the catalog
 
 
 def settings() -> dict[str, Any]:
@@ -31,18 +32,13 @@ def settings() -> dict[str, Any]:
     parser.add_argument("--url")
     args, _ = parser.parse_known_args(sys.argv[1:])
     # Resolved once: an uploaded file is then classified with this index's model, not the default.
-    return {"index": args.index or default_index_path(), "backend": args.backend, "url": args.url}
-
-
-def index_only() -> dict[str, Any]:
-    """Keywords of the calls that read the index's catalog (show, stats, classify)."""
-    return {"index": settings()["index"]}
+    return {"index": resolve_index_path(args.index), "backend": args.backend, "url": args.url}
 
 
 def catalog_stamp() -> float:
     """When the catalog last changed (its write-ahead log included): part of every cache key, so
     what a new run indexed is shown."""
-    index = Path(index_only()["index"])
+    index = Path(settings()["index"])
     stamps = [path.stat().st_mtime for path in (index / "catalog.sqlite", index / "catalog.sqlite-wal")
               if path.exists()]
     return max(stamps, default=0.0)

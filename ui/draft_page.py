@@ -10,8 +10,8 @@ from urllib.parse import urlencode
 import streamlit as st
 
 import radsearch
-from radsearch.ui.common import HIGHLIGHT, attempt, catalog_stamp, index_only
-from radsearch.ui.pages import ANSWER_TTL, URL, in_temporary_folder
+from radsearch.ui.common import ANSWER_TTL, HIGHLIGHT, attempt, catalog_stamp, settings
+from radsearch.ui.pages import URL, in_temporary_folder
 
 
 def citation_url(study: str, sentence: str) -> str:
@@ -21,14 +21,14 @@ def citation_url(study: str, sentence: str) -> str:
 @st.cache_data(max_entries=64, ttl=ANSWER_TTL, show_spinner="Drafting ...")
 def _draft(ref: str, k: int, drafter: str, stamp: float) -> Any:
     del stamp
-    return radsearch.draft(ref, k=k, drafter=drafter, **index_only())
+    return radsearch.draft(ref, k=k, drafter=drafter, **settings())
 
 
 @st.cache_data(max_entries=16, ttl=ANSWER_TTL, show_spinner="Drafting ...")
 def _draft_upload(name: str, data: bytes, k: int, drafter: str, stamp: float) -> Any:
     del stamp
     return in_temporary_folder(name, data, lambda path: radsearch.draft(
-        path, k=k, drafter=drafter, **index_only()))
+        path, k=k, drafter=drafter, **settings()))
 
 
 def draft_page() -> None:

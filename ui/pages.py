@@ -14,12 +14,11 @@ import radsearch
 from radsearch.filters import Filters
 from radsearch.label_sets import LABEL_SETS
 from radsearch.previews import image_preview, split_image_ref
-from radsearch.ui.common import attempt, catalog_stamp, index_only, settings
+from radsearch.ui.common import ANSWER_TTL, attempt, catalog_stamp, settings
 from radsearch.ui.overview import index_overview, last_run_counts, last_run_summary
 from radsearch.ui.results import PAGE_SIZE, results_grid
 
 URL = "query-params"  # bind a widget to the URL parameter named by its key
-ANSWER_TTL = 300  # seconds an answer is reused: a remote back end changes without the catalog
 CHEST_RADIOGRAPHS = {"CR", "DX", "XRAY", "X-RAY", "DR"}
 SET_NOTES = {
     "chexpert": "chexpert: 14 findings of chest radiographs",
@@ -110,7 +109,7 @@ def _query_picture(ref: str) -> Any:
     """A picture of an indexed query: the file, else the first image of the study it names."""
     if Path(ref).is_file():
         return image_preview(ref)
-    detail = radsearch.show(ref, **index_only())
+    detail = radsearch.show(ref, **settings())
     images = [image for series in detail.series for image in series.images]
     return image_preview(*split_image_ref(images[0])) if images else None
 
@@ -230,7 +229,7 @@ def _classify(ref: str, labels: str | None, label_set: str | None, findings: boo
               stamp: float) -> Any:
     del stamp
     result = radsearch.classify(ref, labels=labels, label_set=label_set, findings=findings,
-                                **index_only())
+                                **settings())
     return result, _query_picture(ref)
 
 
@@ -241,7 +240,7 @@ def _classify_upload(name: str, data: bytes, labels: str | None, label_set: str 
     # A file is embedded with the index's model, as `radsearch classify FILE --index` does.
     return in_temporary_folder(name, data, lambda path: (
         radsearch.classify(path, labels=labels, label_set=label_set, findings=findings,
-                           **index_only()), image_preview(path)))
+                           **settings()), image_preview(path)))
 
 
 def classify_page() -> None:
@@ -289,18 +288,27 @@ def classify_page() -> None:
 
 def index_page() -> None:
     st.title("Index")
-    data = attempt(lambda: radsearch.stats(**index_only()))
+    data = attempt(lambda: radsearch.stats(**settings()))
     if data is None:
         return
     counts = ("studies", "series", "images", "reports", "sentences", "failed", "skipped")
     for column, key in zip(st.columns(len(counts)), counts):
-        column.metric(key, f"{data[key]:,}")
+        # None: a count only the catalog keeps, of a store searched without it
+        column.metric(key, "-" if data[key] is None else f"{data[key]:,}")
     st.text(f"model {data['model']['name']} ({data['model']['dim']}-d)   back end {data['backend']}"
             f"   index {data['index']}")
     chosen = settings()
     if chosen["backend"] or chosen["url"]:
         st.text(f"searches go to: {chosen['backend'] or 'qdrant'} {chosen['url'] or ''}")
-    overview = attempt(lambda: index_overview(Path(data["index"])))
+    if not data["catalog"]:
+        st.caption("No catalog of this index on this machine: what its store holds is shown.")
+        by_modality, by_body_part = st.columns(2)
+        for column, key, title in ((by_modality, "by_modality", "modality"),
+                                   (by_body_part, "by_body_part", "body part")):
+            column.markdown(f"**Studies by {title}**")
+            column.table([{title: value or "(not recorded)", "studies": studies}
+                          for value, studies in data[key].items()])
+    overview = attempt(lambda: index_overview(Path(data["index"]))) if data["catalog"] else None
     if overview is not None:
         if overview["last_indexed"]:
             st.text(f"last file indexed {overview['last_indexed']}")
@@ -327,7 +335,7 @@ def index_page() -> None:
 def empty_index_notice() -> None:
     """Said on every page: an index with no study answers nothing."""
     try:
-        studies = _study_count(str(index_only()["index"]), catalog_stamp())
+        studies = _study_count(catalog_stamp())
     except radsearch.RadsearchError as error:
         st.warning(str(error))
         return
@@ -335,7 +343,7 @@ def empty_index_notice() -> None:
         st.warning("This index holds no study yet: index a folder first (radsearch index DIR).")
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def _study_count(index: str, stamp: float) -> int:
+@st.cache_data(max_entries=8, ttl=ANSWER_TTL, show_spinner=False)
+def _study_count(stamp: float) -> int:
     del stamp
-    return int(radsearch.stats(index=Path(index))["studies"])
+    return int(radsearch.stats(**settings())["studies"])

@@ -6,14 +6,13 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 import radsearch
 from radsearch.errors import RadsearchError
-from radsearch.ui.common import catalog_stamp, index_only, show_thumbnail, study_url
+from radsearch.ui.common import ANSWER_TTL, catalog_stamp, settings, show_thumbnail, study_url
 
 CARDS_PER_ROW = 4
 TITLE_WORDS = 6
@@ -40,19 +39,19 @@ def study_title(description: str | None, report: str | None, modalities: Sequenc
     return f"{what}, {study_date}" if study_date else what
 
 
-@st.cache_data(max_entries=4096, show_spinner=False)
-def report_of(index: str, study: str, modified: float) -> str | None:
+@st.cache_data(max_entries=4096, ttl=ANSWER_TTL, show_spinner=False)
+def report_of(study: str, modified: float) -> str | None:
     """The study's first report, or None (none, or the index's catalog is not on this machine)."""
     del modified  # the catalog's time stamp: a re-indexed study is read anew
     try:
-        detail = radsearch.show(study, index=Path(index))
+        detail = radsearch.show(study, **settings())
     except RadsearchError:
         return None
     return detail.reports[0].text if detail.reports else None
 
 
 def _report(study: str) -> str | None:
-    return report_of(str(index_only()["index"]), study, catalog_stamp())
+    return report_of(study, catalog_stamp())
 
 
 def results_grid(hits: Sequence[Any], score_label: str, score: Callable[[Any], float],

@@ -14,7 +14,14 @@ import streamlit as st
 import radsearch
 from radsearch.previews import FrameValues, apply_window, image_preview, split_image_ref
 from radsearch.reading.prepare import NAMED_CT_WINDOWS
-from radsearch.ui.common import HIGHLIGHT, attempt, catalog_stamp, decoded_frame, index_only
+from radsearch.ui.common import (
+    ANSWER_TTL,
+    HIGHLIGHT,
+    attempt,
+    catalog_stamp,
+    decoded_frame,
+    settings,
+)
 from radsearch.ui.results import study_title
 
 CT_PRESETS = ("lung", "mediastinum", "bone", "brain", "abdomen")  # W/L in HU: reading.prepare
@@ -23,10 +30,10 @@ FREE_WINDOW = "free"
 VIEW_SIZE = 512  # pixels of a picture that is not a grayscale DICOM frame (PNG/JPEG, colour)
 
 
-@st.cache_data(max_entries=256, show_spinner=False)
-def _show(index: str, ref: str, modified: float) -> Any:
+@st.cache_data(max_entries=256, ttl=ANSWER_TTL, show_spinner=False)
+def _show(ref: str, modified: float) -> Any:
     del modified  # the catalog's time stamp: a re-indexed study is read anew
-    return radsearch.show(ref, index=Path(index))
+    return radsearch.show(ref, **settings())
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -56,7 +63,7 @@ def study_page() -> None:
     if not ref:
         st.info("Open a study from a result, or give its key, one of its UIDs or a file.")
         return
-    detail = attempt(lambda: _show(str(index_only()["index"]), ref, catalog_stamp()))
+    detail = attempt(lambda: _show(ref, catalog_stamp()))
     if detail is None:
         return
     modalities = sorted({s.modality for s in detail.series if s.modality})

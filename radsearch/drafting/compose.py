@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,45 +12,35 @@ from radsearch.drafting.base import Draft, DraftSentence, Drafter, NeighbourRepo
 from radsearch.drafting.citations import cite
 from radsearch.drafting.corpus import CatalogReports
 from radsearch.drafting.neighbours import Exclusions, NeighbourFinder
-from radsearch.encoders import Encoder, create_model
+from radsearch.encoders import Encoder
 from radsearch.errors import RadsearchError
-from radsearch.query_embedding import embed_file
 from radsearch.reports import PREAMBLE
-from radsearch.retrieval import resolve_study_id, study_vector
-from radsearch.storage.store import Store, default_index_path
+
+if TYPE_CHECKING:
+    from radsearch.index_handle import Index
 
 
 class DraftSession:
-    """An open index, its model and its reports, to draft many studies in a row."""
+    """Drafting over an open index: its neighbour finder and reports, read once, to draft many
+    studies in a row."""
 
-    def __init__(self, store: Store):
-        self.store = store
-        self.finder = NeighbourFinder(store)
-        self.reports: ReportSource = CatalogReports(store)
-        self._encoder: Encoder | None = None
+    def __init__(self, index: Index):
+        self.index = index
+        self.store = index.store
+        self.finder = NeighbourFinder(index.store)
+        self.reports: ReportSource = CatalogReports(index.store)
 
     @property
     def encoder(self) -> Encoder:
-        if self._encoder is None:
-            self._encoder = create_model(self.store.model_name)
-            self.store.check_model(self._encoder.describe())
-        return self._encoder
+        return self.index.encoder
 
     def query(self, query: str | Path, same_patient: bool = False) -> tuple[np.ndarray, Exclusions]:
         """The query's embedding and what it may not be drafted from: an image file (read as
         ``index`` reads it) or an indexed study named by key, UID or file."""
-        path = Path(query)
-        if path.exists():
-            vector, result = embed_file(path, self.encoder, self.store.salt,
-                                        ct_windows=self.store.ct_windows)
-            own = {result.study_uid_hash} if result.study_uid_hash else set()
-            with self.store.snapshot() as conn:
-                study_id = resolve_study_id(self.store, conn, os.path.abspath(path))
-                if study_id is not None:
-                    own.add(conn.execute("SELECT key FROM studies WHERE id = ?",
-                                         (study_id,)).fetchone()[0])
-            return vector, self.finder.exclusions(own, [result.patient_hash], same_patient)
-        vector, study = study_vector(self.store, str(query))
+        vector, embedded, study = self.index.query_vector(query)
+        if embedded is not None:
+            return vector, self.finder.exclusions(embedded.studies, [embedded.patient],
+                                                  same_patient)
         return vector, self.finder.exclusions({study}, (), same_patient)
 
     def draft(self, query: str | Path, k: int, drafter: Drafter,
@@ -87,12 +77,16 @@ def draft(
     drafter: str = DEFAULT_DRAFTER,
     *,
     same_patient: bool = False,
+    backend: str | None = None,
+    url: str | None = None,
 ) -> Draft:
     """A first draft of the report of ``query`` — an image file (DICOM, series folder's file,
     PNG/JPEG) or an indexed study's key/UID/file — from its ``k`` nearest indexed studies that have
     reports; never the study itself, nor (unless ``same_patient``) another study of its patient.
-    Every sentence cites the neighbour sentences that support it (``Draft.to_dict()``)."""
-    chosen = create_drafter(drafter)
-    path = Path(index) if index is not None else default_index_path()
-    with Store.open_for_reading(path) as store:
-        return DraftSession(store).draft(query, k, chosen, same_patient)
+    Every sentence cites the neighbour sentences that support it (``Draft.to_dict()``).
+    ``backend``/``url``: see :func:`radsearch.retrieval.search` (the index's catalog is needed)."""
+    from radsearch.index_handle import open_index
+
+    create_drafter(drafter)  # an unknown drafter: one line before the index is opened
+    with open_index(index, backend, url) as opened:
+        return opened.draft(query, k=k, drafter=drafter, same_patient=same_patient)
