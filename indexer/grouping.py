@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from radsearch.indexer.discover import FoundFile
-from radsearch.reading import salted_hash
+from radsearch.reading import ReadResult, salted_hash
 from radsearch.reports import CsvMatch, CsvReports, folder_report, sidecar_for_image
 
 RASTER_KINDS = ("png", "jpeg", "nifti")  # files without study UIDs: NIfTI volumes are grouped alike
@@ -53,6 +53,25 @@ class Grouping:
     matches: dict[str, CsvMatch] = field(default_factory=dict)  # image path -> its CSV row
     flat: set[str] = field(default_factory=set)  # a study each only for lying in the indexed folder
     grouped: set[str] = field(default_factory=set)  # grouped by the CSV's group column
+
+    def place(self, found: FoundFile, result: ReadResult) -> tuple[str, str, dict]:
+        """A decoded file's study key, series key and metadata: a DICOM file's by its UIDs (hashed),
+        another's by this grouping, with its CSV row's columns (modality, view...) over what the
+        file says."""
+        metadata = dict(result.metadata)
+        if result.kind == "dicom":
+            study_key = result.study_uid_hash or file_study(found.path)
+            series_key = result.series_uid_hash or f"{study_key}/file:{found.path}"
+            return study_key, series_key, metadata
+        match = self.matches.get(found.path)
+        if match is not None:
+            for name, value in match.report.metadata.items():
+                if value:
+                    metadata["study_description" if name == "description" else name] = value
+        key = self.keys[found.path]
+        if result.kind == "nifti":  # a NIfTI file is a series of its own within its study
+            return key, f"{key}/file:{found.path}", metadata
+        return key, key, metadata
 
 
 def group_images(

@@ -1,34 +1,35 @@
-"""Index a PACS: the folder run's plan, read, embed and write stages, fed by a PACS source's
-listing and fetches instead of a folder walk (indexer.pacs_source; DICOMweb or DIMSE)."""
+"""Index a PACS: the stages of a folder's run (indexer.stages), fed by a PACS source's listing
+and fetches instead of a folder walk (indexer.pacs_source; DICOMweb or DIMSE), timed by the runner."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 from radsearch import runs
 
-from radsearch.storage import catalog
 from radsearch.diskspace import disk_full_named
 from radsearch.encoders import DEFAULT_MODEL, create_model
 from radsearch.errors import RadsearchError
 from radsearch.indexer.dicomweb import DicomwebSource, is_dicomweb
 from radsearch.indexer.dimse import DimseSource, is_dimse
 from radsearch.indexer.pacs_source import PacsQuery, PacsSource, PacsUnavailable
-from radsearch.indexer.pipeline import (
-    IndexSummary,
-    Progress,
-    _backend_spec,
-    _Batcher,
-    _outcomes,
-    _plan,
-    _record_bad_files,
-    _workers,
-    finish_run,
+from radsearch.indexer.plan import Plan, plan_run
+from radsearch.indexer.runner import StageClock, finish_run, run_batches
+from radsearch.indexer.stages import (
+    backend_spec,
+    embed_batch,
+    read_files,
+    read_tasks,
+    record_unread,
+    resolve_workers,
+    write_batch,
 )
-from radsearch.indexer.worker import ReadOutcome, ReadTask
+from radsearch.indexer.summary import IndexSummary, Progress
+from radsearch.indexer.worker import ReadOutcome
 from radsearch.reading import CtWindow, parse_ct_windows
 from radsearch.storage.store import Store, default_index_path
 
@@ -78,26 +79,29 @@ def index_pacs(
     server is asked again ``attempts`` times, pausing ``backoff_s`` seconds, then twice as long...
     """
     started, started_at = time.perf_counter(), time.time()
+    clock = StageClock()
     query = PacsQuery(_date(since), modality.upper() if modality else None, tuple(studies))
     if prune and query.filtered:
         raise RadsearchError("--prune removes what the PACS no longer holds, so it needs the whole "
                              "archive: leave out --since, --modality and --study")
     index = Path(index) if index is not None else default_index_path()
     source = open_source(address, concurrency=concurrency, attempts=attempts, backoff_s=backoff_s)
-    instances = source.list_instances(query)  # a refusal or an empty answer: nothing recorded
     try:
+        with clock.stage("discover"):
+            # a refusal or an empty answer: nothing recorded
+            instances = source.list_instances(query)
         return _index(source, instances, query, index=index, workers=workers, prune=prune,
-                      model=model, batch_size=batch_size, spec=_backend_spec(backend, url,
-                                                                             backend_options),
-                      ct_windows=ct_windows, keep_phi=keep_phi, on_progress=on_progress,
-                      started=started, started_at=started_at)
+                      model=model, batch_size=batch_size,
+                      spec=backend_spec(backend, url, backend_options), ct_windows=ct_windows,
+                      keep_phi=keep_phi, on_progress=on_progress, started=started,
+                      started_at=started_at, clock=clock)
     finally:
         source.close()
 
 
 def _index(source: PacsSource, instances, query: PacsQuery, *, index: Path, workers, prune: bool,
            model: str, batch_size: int, spec, ct_windows, keep_phi: bool, on_progress,
-           started: float, started_at: float) -> IndexSummary:
+           started: float, started_at: float, clock: StageClock) -> IndexSummary:
     windows = parse_ct_windows(ct_windows) if ct_windows is not None else None
     encoder = create_model(model)
     summary = IndexSummary(index=str(index))
@@ -109,48 +113,48 @@ def _index(source: PacsSource, instances, query: PacsQuery, *, index: Path, work
         run_id = runs.record_start(store.conn, source.root, summary.backend, started_at)
         summary.warnings += store.repairs
         conn = store.conn
-        found = source.found_files(instances, store.salt)
-        plan = _plan(conn, found, source.root, None, summary, None, store.salt)
-        if query.filtered:
-            plan.gone = []  # instances outside the query are neither gone nor missing
-        _record_bad_files(conn, plan.bad, plan.special, summary)
-        _fetch_read_embed_write(store, encoder, plan, source, workers=_workers(workers, summary),
-                                batch_size=batch_size, summary=summary, on_progress=on_progress)
-        finish_run(store, encoder, plan, prune=prune, summary=summary, run_id=run_id, started=started)
+        with clock.stage("discover") as record:
+            found = source.found_files(instances, store.salt)
+            record.items += len(found)
+            plan = plan_run(conn, found, source.root, None, summary, None, store.salt)
+            if query.filtered:
+                plan.gone = []  # instances outside the query are neither gone nor missing
+        with clock.stage("write") as record:
+            record.items += record_unread(conn, plan, summary)
+        _fetch_read_embed_write(store, encoder, plan, source,
+                                workers=resolve_workers(workers, summary), batch_size=batch_size,
+                                summary=summary, on_progress=on_progress, clock=clock)
+        finish_run(store, encoder, plan, prune=prune, summary=summary, run_id=run_id,
+                   started=started, clock=clock)
+    summary.stages = clock.as_dict()
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _fetch_read_embed_write(store: Store, encoder, plan, source: PacsSource, *, workers: int,
+def _fetch_read_embed_write(store: Store, encoder, plan: Plan, source: PacsSource, *, workers: int,
                             batch_size: int, summary: IndexSummary,
-                            on_progress: Callable[[Progress], None] | None) -> None:
-    salt, keep_phi = store.salt, catalog.keeps_phi(store.conn)
-    tasks = (ReadTask(item.path, previous, encoder.image_size, salt, ct_windows=store.ct_windows,
-                      keep_phi=keep_phi)
-             for item, previous in plan.to_read)
+                            on_progress: Callable[[Progress], None] | None,
+                            clock: StageClock) -> None:
+    """Fetch, read, embed and write: the source fetches each instance into a spool folder, the
+    read stage reads the copy (and deletes it). Instances the server no longer has are written
+    as failed files after the others."""
+    tasks = read_tasks(plan, store, encoder)
     missing: list[ReadOutcome] = []
-    batcher = _Batcher(store, encoder, plan, summary, batch_size)
-    total = len(plan.to_read)
-    done = 0
+    batches = partial(run_batches, embed=partial(embed_batch, encoder, batch_size=batch_size),
+                      write=partial(write_batch, store.conn,
+                                    found={item.path: item for item, _ in plan.to_read},
+                                    grouping=plan.grouping, summary=summary),
+                      batch_size=batch_size, clock=clock)
     try:
         with source.spool() as spool:  # outlives the reads: workers still read the last copies
-            for outcome in _outcomes(source.fetch(tasks, spool, missing), workers):
-                batcher.add(outcome)
-                done += 1
-                if on_progress is not None:
-                    on_progress(Progress(done, total, summary.images + batcher.frames))
+            # What was read before the server stopped answering is kept: the next run fetches
+            # only the rest.
+            batches(read_files(source.fetch(tasks, spool, missing), workers), total=len(tasks),
+                    on_progress=on_progress, keep_read_on=(PacsUnavailable,))
     except PacsUnavailable:
-        batcher.flush()  # what was read is kept: the next run fetches only the rest
-        _add(batcher, missing)
+        batches(missing)
         raise
-    batcher.flush()
-    _add(batcher, missing)
-
-
-def _add(batcher: _Batcher, outcomes: list[ReadOutcome]) -> None:
-    for outcome in outcomes:
-        batcher.add(outcome)
-    batcher.flush()
+    batches(missing)
 
 
 def _date(value: date | str | None) -> date | None:
