@@ -179,6 +179,8 @@ def index(
         highlight=False,
         soft_wrap=True,
     )
+    if summary.stages:  # where the time went: one line, seconds per stage
+        out.print(f"stages: {summary.stage_line()}", highlight=False, soft_wrap=True)
 
 
 def _one_line(text: str) -> str:

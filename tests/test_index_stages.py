@@ -461,3 +461,16 @@ def test_index_json_prints_the_stage_times(folder, tmp_path):
     assert result.exit_code == 0, result.output
     stages = json.loads(result.stdout)["stages"]
     assert stages["embed"]["items"] == 4 and set(stages) >= {"discover", "read", "write", "sync"}
+
+
+def test_index_prints_the_stage_times_in_one_line(folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from radsearch.cli import app
+
+    result = CliRunner().invoke(app, ["index", str(folder), "--index", str(tmp_path / "index"),
+                                      "--model", TINY, "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line.startswith("stages: ")]
+    assert len(lines) == 1 and lines[0].startswith("stages: discover ") and " s, read " in lines[0]
+    assert result.stdout.splitlines()[0].startswith("indexed 5, unchanged 0, failed 1, skipped 1")
