@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -65,12 +64,13 @@ def checked_encoder(store: Store) -> Encoder:
 
 
 @dataclass(frozen=True)
-class EmbeddedFile:
-    """A query file embedded as the index embeds a series, with what it may not be answered by."""
+class QueryVector:
+    """A query's embedding, with what may not answer it: its own studies and patient."""
 
     vector: np.ndarray
-    studies: frozenset[str]  # its own study's key (hashed UID) and those the index files it under
-    patient: str | None  # its patient's salted hash, if it names one
+    # a study named: its key; a file: its own study's key (hashed UID) and those it is indexed under
+    studies: frozenset[str]
+    patient: str | None = None  # a file's patient, as a salted hash, if it names one
 
 
 def open_index(path: str | Path | None = None, backend: str | None = None,
@@ -126,7 +126,7 @@ class Index:
         key = self.study_key(ref)
         return study_refs.stored_study_vector(self.store, key), key
 
-    def embed(self, path: str | Path) -> EmbeddedFile:
+    def embed(self, path: str | Path) -> QueryVector:
         """An image file's embedding (its frames pooled as a series's are, CT rendered as the
         index renders it), with the keys of its own study: the file need not be indexed."""
         from radsearch.query_embedding import embed_file
@@ -137,16 +137,15 @@ class Index:
         if self.has_catalog:
             with self.store.snapshot() as conn:
                 own |= study_refs.studies_of_file(conn, os.path.abspath(path))
-        return EmbeddedFile(vector, frozenset(own), result.patient_hash)
+        return QueryVector(vector, frozenset(own), result.patient_hash)
 
-    def query_vector(self, query: str | Path) -> tuple[np.ndarray, EmbeddedFile | None, str | None]:
-        """What a similar-cases or draft query is: an existing file is embedded (``EmbeddedFile``),
-        anything else names an indexed study (its stored vector and key)."""
+    def query_vector(self, query: str | Path) -> QueryVector:
+        """A similar-cases or draft query: an existing file is embedded (:meth:`embed`); anything
+        else names an indexed study, whose stored vector is used."""
         if Path(query).exists():
-            embedded = self.embed(query)
-            return embedded.vector, embedded, None
+            return self.embed(query)
         vector, key = self.study_vector(str(query))
-        return vector, None, key
+        return QueryVector(vector, frozenset({key}))
 
     # -- the questions ----------------------------------------------------------------------
     def search(self, text: str, *, k: int = 10, filters: Filters | None = None,

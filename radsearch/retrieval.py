@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from radsearch.errors import RadsearchError
+from radsearch.pacs_links import add_links
 from radsearch.filters import Filters
 from radsearch.storage.backends import Backend, Hit, PointFilter
 from radsearch.storage.store import Store
@@ -53,6 +54,7 @@ class StudyHit:
     images: list[ImageHit] = field(default_factory=list)
     sentences: list[SentenceHit] = field(default_factory=list)
     snippet: str | None = None  # image search: the start of the study's report (or caption)
+    link: str | None = None  # the study in its PACS or viewer ($RADSEARCH_PACS_LINK)
 
 
 @dataclass
@@ -119,6 +121,7 @@ def search_in(index: Index, text: str, *, k: int, filters: Filters | None,
     else:
         hits = sentence_search(store.backend, query, k, point_filter)
     unmatched = {} if hits else unmatched_filters(store, filters)
+    add_links(store, hits)
     return SearchResults(query=text, target=target, hits=hits, unmatched_filters=unmatched)
 
 
@@ -134,11 +137,11 @@ def similar_in(index: Index, query: str | Path, *, k: int,
     """``Index.similar``: the query's vector (a file embedded, or a study's stored vector) searched
     among the images of other studies."""
     point_filter = (filters or Filters()).point_filter()
-    vector, embedded, study = index.query_vector(query)
-    exclude = embedded.studies if embedded is not None else {study}
-    hits = add_snippets(index.store, image_search(index.store.backend, vector, k,
-                                                  point_filter.excluding("study", sorted(exclude))))
+    asked = index.query_vector(query)
+    hits = add_snippets(index.store, image_search(
+        index.store.backend, asked.vector, k, point_filter.excluding("study", sorted(asked.studies))))
     unmatched = {} if hits else unmatched_filters(index.store, filters)
+    add_links(index.store, hits)
     return SearchResults(query=str(query), target="images", hits=hits, unmatched_filters=unmatched)
 
 

@@ -587,6 +587,47 @@ def test_an_empty_index_is_said_on_every_page(browser, tmp_path: Path) -> None:
         _assert_nothing_left(url, started)
 
 
+@needs_browser
+def test_a_store_without_its_catalog_opens_the_index_and_study_pages(browser, tmp_path: Path) -> None:
+    """The explorer pointed at a Qdrant store from a machine without the index's catalog: the
+    index page shows the store's counts (the catalog's own as "-"), a study opens with its series."""
+    pytest.importorskip("qdrant_client")
+    from playwright.sync_api import expect
+
+    from radsearch.indexer import index_folder
+
+    where = {"backend": "qdrant", "url": str(tmp_path / "qdrant-local")}
+    index_folder(sample_studies_path(), index=tmp_path / "index", model="hashing-tiny", workers=0,
+                 **where)
+    elsewhere = tmp_path / "no-index-here"
+    stats = radsearch.stats(index=elsewhere, **where)
+    study = radsearch.search(QUERY, index=elsewhere, k=1, **where).hits[0].study
+    detail = radsearch.show(study, index=elsewhere, **where)  # closed again: the server opens it
+    server, url, started = _start(["--index", str(elsewhere), "--backend", "qdrant", "--url",
+                                   where["url"]], tmp_path, dict(os.environ))
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        tab = context.new_page()
+        tab.goto(f"{url}/index")
+        metrics = tab.locator("[data-testid='stMetric']")
+        expect(metrics).to_have_count(7, timeout=LOAD_S * 1000)
+        shown = {text.split("\n")[0].strip(): text.split("\n")[-1].strip()
+                 for text in metrics.all_inner_texts()}
+        assert shown["studies"] == f"{stats['studies']:,}" and shown["reports"] == "-"
+        tab.get_by_text("No catalog of this index on this machine", exact=False).wait_for(
+            timeout=30_000)
+        tab.goto(f"{url}/study?study={study}")
+        tab.get_by_text(f"study {detail.study}", exact=False).wait_for(timeout=LOAD_S * 1000)
+        assert f"{len(detail.series)} series" in tab.locator("body").inner_text()
+        assert not tab.get_by_role("alert").count()
+    finally:
+        context.close()
+        server.terminate()
+        server.wait(timeout=30)
+        _stop_all(server)
+        _assert_nothing_left(url, started)
+
+
 # -- the study viewer on a real CT series --------------------------------------------------------
 
 

@@ -37,11 +37,8 @@ class DraftSession:
     def query(self, query: str | Path, same_patient: bool = False) -> tuple[np.ndarray, Exclusions]:
         """The query's embedding and what it may not be drafted from: an image file (read as
         ``index`` reads it) or an indexed study named by key, UID or file."""
-        vector, embedded, study = self.index.query_vector(query)
-        if embedded is not None:
-            return vector, self.finder.exclusions(embedded.studies, [embedded.patient],
-                                                  same_patient)
-        return vector, self.finder.exclusions({study}, (), same_patient)
+        asked = self.index.query_vector(query)
+        return asked.vector, self.finder.exclusions(asked.studies, [asked.patient], same_patient)
 
     def draft(self, query: str | Path, k: int, drafter: Drafter,
               same_patient: bool = False) -> Draft:
