@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from radsearch.drafting.base import Drafter
 from radsearch.errors import RadsearchError
@@ -41,7 +42,7 @@ def register_drafter(name: str, *, description: str) -> Callable[[Callable[[], D
 
 def _load_builtins() -> None:
     # Importing registers them; done on first use so that the registry module stays light.
-    from radsearch.drafting import baselines, retrieval_drafter  # noqa: F401
+    from radsearch.drafting import adapter_entry, baselines, retrieval_drafter  # noqa: F401
 
 
 def list_drafters() -> list[DrafterInfo]:
@@ -51,8 +52,14 @@ def list_drafters() -> list[DrafterInfo]:
 
 
 def create_drafter(name: str = DEFAULT_DRAFTER) -> Drafter:
+    """A registered drafter by name, or a trained drafter run (``radsearch train drafter --out``) by
+    the path of its folder or weights file; a registered name always wins."""
     _load_builtins()
     entry = _ENTRIES.get(name)
+    if entry is None and Path(name).exists():
+        from radsearch.drafting.adapter_entry import load_trained
+
+        return load_trained(name)
     if entry is None:
         raise RadsearchError(f"unknown drafter {name!r}; available: {', '.join(sorted(_ENTRIES))}")
     return entry.factory()

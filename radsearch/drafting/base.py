@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from radsearch.encoders.base import Encoder
+
 
 @dataclass(frozen=True)
 class NeighbourSentence:
@@ -47,11 +49,18 @@ class Drafter(ABC):
     """Writes a draft from the query's embedding and its neighbours (best first)."""
 
     name: str
+    needs_image: bool = False  # writes from the query's pixels too: ``compose_image``
 
     @abstractmethod
     def compose(self, query: np.ndarray, neighbours: list[Neighbour],
                 source: ReportSource) -> list[DraftLine]:
         """The draft's sentences in report order."""
+
+    def compose_image(self, pixels: np.ndarray, encoder: Encoder, query: np.ndarray,
+                      neighbours: list[Neighbour], source: ReportSource) -> list[DraftLine]:
+        """The same from the query image as the index's ``encoder`` reads it (uint8 ``(S, S)`` or
+        ``(3, S, S)``), for drafters that look at the image itself (``needs_image``)."""
+        return self.compose(query, neighbours, source)
 
 
 @dataclass(frozen=True)
