@@ -6,7 +6,8 @@
 2. naive: one process, read a file then embed it, file after file (the floor);
 3. radsearch: `index_folder` into a fresh index (decode workers overlapped with batched embedding,
    catalog and FAISS writes included).
-Printed: images/s of each, radsearch / forward-only (goal >= 0.8) and radsearch / naive (goal >= 2).
+Printed: images/s of each, radsearch / forward-only (goal >= 0.8) and radsearch / naive (goal >= 2),
+and where the radsearch run's time went, stage by stage (IndexSummary.stages).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from radsearch.encoders import DEFAULT_MODEL, create_model  # noqa: E402
 from radsearch.indexer import default_workers, index_folder  # noqa: E402
 from radsearch.indexer.discover import discover  # noqa: E402
+from radsearch.indexer.runner import STAGE_ITEMS  # noqa: E402
 from radsearch.reading import ReadError, SkipFile, read_file  # noqa: E402
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "medpix2"
@@ -100,6 +102,7 @@ def main() -> None:
         "images_per_s": rates,
         "ratio_vs_forward_only": rates["radsearch"] / rates["forward_only"],
         "ratio_vs_naive": rates["radsearch"] / rates["naive"],
+        "stages": summary.stages,
     }
     print(f"corpus {args.corpus} - {len(files)} files, {summary.images} images, model {args.model}, "
           f"{args.workers} decode worker(s), {os.cpu_count()} CPUs")
@@ -108,6 +111,12 @@ def main() -> None:
         print(f"| {name} | {rate:.1f} |")
     print(f"radsearch / forward-only = {figures['ratio_vs_forward_only']:.2f} (goal >= 0.8)")
     print(f"radsearch / naive        = {figures['ratio_vs_naive']:.2f} (goal >= 2)")
+    print(f"\nradsearch's run, {summary.seconds:.1f} s, by stage (wall time in the main process; "
+          "reads overlap embedding, so read is the wait for decoded files):")
+    print("| stage | s | share | items |\n|---|---|---|---|")
+    for name, times in summary.stages.items():
+        print(f"| {name} | {times['seconds']:.2f} | {times['seconds'] / summary.seconds:.0%} | "
+              f"{times['items']} {STAGE_ITEMS.get(name, '')} |")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 

@@ -24,15 +24,16 @@ from radsearch.storage.store import Store
 T = TypeVar("T")
 Batch = TypeVar("Batch")
 
-# What each stage counts as its items.
+# What each stage counts as its items, in pipeline order. Read items are files hashed, and decoded
+# when new or changed (fetched first from a PACS); discover items are files found (instances listed).
 STAGE_ITEMS = {
-    "discover": "files found (instances listed, for a PACS)",
-    "read": "files read (hashed, and decoded when new or changed; fetched first from a PACS)",
+    "discover": "files found",
+    "read": "files read",
     "embed": "images embedded",
-    "write": "files written to the catalog",
-    "reports": "report files and CSV reports attached",
-    "aggregate": "series and studies recomputed",
-    "sync": "points sent to or deleted from the search back end",
+    "write": "files written",
+    "reports": "report files and CSV reports",
+    "aggregate": "series and studies pooled",
+    "sync": "points sent or deleted",
 }
 
 
