@@ -601,7 +601,8 @@ def test_a_store_without_its_catalog_opens_the_index_and_study_pages(browser, tm
                  **where)
     elsewhere = tmp_path / "no-index-here"
     stats = radsearch.stats(index=elsewhere, **where)
-    study = radsearch.search(QUERY, index=elsewhere, k=1, **where).hits[0].study
+    found = radsearch.search(QUERY, index=elsewhere, k=4, **where).hits
+    study = found[0].study
     detail = radsearch.show(study, index=elsewhere, **where)  # closed again: the server opens it
     server, url, started = _start(["--index", str(elsewhere), "--backend", "qdrant", "--url",
                                    where["url"]], tmp_path, dict(os.environ))
@@ -616,6 +617,8 @@ def test_a_store_without_its_catalog_opens_the_index_and_study_pages(browser, tm
         assert shown["studies"] == f"{stats['studies']:,}" and shown["reports"] == "-"
         tab.get_by_text("No catalog of this index on this machine", exact=False).wait_for(
             timeout=30_000)
+        tab.goto(f"{url}/search?q={QUERY.replace(' ', '+')}&k=4")
+        _cards(tab, "search", len(found))
         tab.goto(f"{url}/study?study={study}")
         tab.get_by_text(f"study {detail.study}", exact=False).wait_for(timeout=LOAD_S * 1000)
         assert f"{len(detail.series)} series" in tab.locator("body").inner_text()

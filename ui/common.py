@@ -37,7 +37,7 @@ def settings() -> dict[str, Any]:
 
 def catalog_stamp() -> float:
     """When the catalog last changed (its write-ahead log included): part of every cache key, so
-    what a new run indexed is shown."""
+    what a new run indexed is shown; 0.0 when this machine has no catalog of the index."""
     index = Path(settings()["index"])
     stamps = [path.stat().st_mtime for path in (index / "catalog.sqlite", index / "catalog.sqlite-wal")
               if path.exists()]

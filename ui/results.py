@@ -51,6 +51,8 @@ def report_of(study: str, modified: float) -> str | None:
 
 
 def _report(study: str) -> str | None:
+    if not catalog_stamp():  # no catalog on this machine: a store's points hold no reports
+        return None
     return report_of(study, catalog_stamp())
 
 
