@@ -7,6 +7,7 @@ Credentials come from the environment only (``RADSEARCH_DICOMWEB_TOKEN``, else
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -17,11 +18,13 @@ from urllib.parse import urlsplit
 
 from radsearch.errors import RadsearchError
 from radsearch.indexer.pacs_source import (
+    VERSION_ATTRIBUTES,
     InstanceMissing,
     PacsQuery,
     PacsSource,
     PacsUnavailable,
     RemoteInstance,
+    version_text,
 )
 
 SCHEMES = ("dicomweb+https", "dicomweb+http")
@@ -60,6 +63,7 @@ class DicomwebSource(PacsSource):
         host = parts.netloc
         path = parts.path.rstrip("/")
         self.root = f"dicomweb://{host}{path}"  # the catalog keys of its instances begin with it
+        self.address = f"{parts.scheme.lower()}://{host}{path}"
         self.concurrency = max(1, concurrency)
         self.attempts = max(1, attempts)
         self.backoff_s = backoff_s
@@ -86,19 +90,23 @@ class DicomwebSource(PacsSource):
                     continue
                 for instance in self._pages(lambda offset, limit: self._client.search_for_instances(
                         study_instance_uid=study, series_instance_uid=series_uid, offset=offset,
-                        limit=limit)):
+                        limit=limit, fields=list(VERSION_ATTRIBUTES))):
                     sop = _uid(instance, "00080018")
                     if sop is not None:
-                        found.append(RemoteInstance(study, series_uid, sop))
+                        found.append(RemoteInstance(study, series_uid, sop,
+                                                    version=_version(instance)))
         if not found:
             raise RadsearchError(f"{self.root}: the studies matching {query.describe()} hold no "
                                  "instance to index")
         return found
 
+    def list_studies(self, query: PacsQuery) -> list[str]:
+        return self._studies(query)
+
     def _studies(self, query: PacsQuery) -> list[str]:
         filters: dict[str, str] = {}
-        if query.since is not None:
-            filters["StudyDate"] = query.since.strftime("%Y%m%d") + "-"
+        if query.study_dates():
+            filters["StudyDate"] = query.study_dates()
         if query.modality:
             filters["ModalitiesInStudy"] = query.modality
         uids: list[str] = []
@@ -157,8 +165,8 @@ class DicomwebSource(PacsSource):
                 last = _short(error)
         then = ("what was fetched is indexed; run again to go on" if what == "fetch"
                 else "nothing was indexed")
-        raise PacsUnavailable(
-            f"{self.root}: no answer to a {what} after {self.attempts} tries ({last}): {then}")
+        raise PacsUnavailable(self.root, f"no answer to a {what} after {self.attempts} tries "
+                              f"({last})", then)
 
 
 def _credentials():
@@ -184,6 +192,16 @@ def _credentials():
 def _uid(record: dict, tag: str) -> str | None:
     values = record.get(tag, {}).get("Value") or []
     return str(values[0]) if values else None
+
+
+def _version(record: dict) -> str:
+    """The instance's VERSION_ATTRIBUTES as the QIDO-RS answer gives them."""
+    from pydicom.datadict import tag_for_keyword
+
+    return version_text(
+        (keyword, json.dumps(record[tag]["Value"], sort_keys=True))
+        for keyword in VERSION_ATTRIBUTES
+        if (tag := f"{tag_for_keyword(keyword):08X}") in record and "Value" in record[tag])
 
 
 def _short(error: Exception) -> str:

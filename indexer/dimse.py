@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from radsearch.errors import RadsearchError
-from radsearch.indexer.pacs_source import PacsQuery, PacsSource, PacsUnavailable, RemoteInstance
+from radsearch.indexer.pacs_source import (
+    VERSION_ATTRIBUTES,
+    PacsQuery,
+    PacsSource,
+    PacsUnavailable,
+    RemoteInstance,
+    version_text,
+)
 from radsearch.indexer.worker import ReadOutcome, ReadTask
 
 SCHEME = "dimse"
@@ -49,9 +56,11 @@ class DimseSource(PacsSource):
         self.called, self.host, self.port = match[1], match[2], int(match[3])
         self.calling = os.environ.get("RADSEARCH_DIMSE_AET") or "RADSEARCH"
         self.root = f"dimse://{self.called}@{self.host}:{self.port}"
+        self.address = self.root
         self.attempts, self.backoff_s, self.timeout_s = max(1, attempts), backoff_s, timeout_s
         self._get_assoc = None
         self._get_classes: frozenset[str] = frozenset()
+        self._assoc_classes: frozenset[str] = frozenset()  # those the open association takes
         self._spool: Path | None = None  # where the C-STORE handler writes what C-GET sends
         self._received: dict[str, Path] = {}
 
@@ -69,14 +78,7 @@ class DimseSource(PacsSource):
             found.clear()
             assoc = self._associate(ae, "search")
             try:
-                studies = []
-                for wanted in query.studies or ("",):
-                    ask = {"StudyInstanceUID": wanted, "StudyDate": (
-                        query.since.strftime("%Y%m%d") + "-" if query.since else "")}
-                    if query.modality:
-                        ask["ModalitiesInStudy"] = query.modality
-                    studies += [uid for uid in self._find(assoc, Find, "STUDY", ask,
-                                                          "StudyInstanceUID") if uid not in studies]
+                studies = self._studies(assoc, Find, query)
                 if not studies:
                     raise self.nothing_matches(query)
                 for study in studies:
@@ -85,11 +87,13 @@ class DimseSource(PacsSource):
                             "Modality": query.modality or ""}, "SeriesInstanceUID"):
                         for answer in self._find(assoc, Find, "IMAGE", {
                                 "StudyInstanceUID": study, "SeriesInstanceUID": series,
-                                "SOPInstanceUID": "", "SOPClassUID": ""}, None):
+                                "SOPInstanceUID": "", "SOPClassUID": "",
+                                **dict.fromkeys(VERSION_ATTRIBUTES)}, None):
                             sop = str(answer.get("SOPInstanceUID", "") or "")
                             if sop:
                                 found.append(RemoteInstance(study, series, sop, str(
-                                    answer.get("SOPClassUID", "") or "") or None))
+                                    answer.get("SOPClassUID", "") or "") or None,
+                                    version=_version(answer)))
             finally:
                 if assoc.is_established:
                     assoc.release()
@@ -100,6 +104,33 @@ class DimseSource(PacsSource):
                                  "instance to index")
         self._get_classes = frozenset(item.sop_class for item in found if item.sop_class)
         return found
+
+    def list_studies(self, query: PacsQuery) -> list[str]:
+        from pynetdicom import AE
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as Find
+
+        ae = self._ae(AE)
+        ae.add_requested_context(Find)
+
+        def listing() -> list[str]:
+            assoc = self._associate(ae, "search")
+            try:
+                return self._studies(assoc, Find, query)
+            finally:
+                if assoc.is_established:
+                    assoc.release()
+
+        return self._retry(listing, "search")
+
+    def _studies(self, assoc, model, query: PacsQuery) -> list[str]:
+        studies: list[str] = []
+        for wanted in query.studies or ("",):
+            ask = {"StudyInstanceUID": wanted, "StudyDate": query.study_dates()}
+            if query.modality:
+                ask["ModalitiesInStudy"] = query.modality
+            studies += [uid for uid in self._find(assoc, model, "STUDY", ask, "StudyInstanceUID")
+                        if uid not in studies]
+        return studies
 
     def _find(self, assoc, model, level: str, keys: dict, wanted: str | None) -> Iterator:
         from pydicom.dataset import Dataset
@@ -174,7 +205,10 @@ class DimseSource(PacsSource):
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as Get
 
         if self._get_assoc is not None and self._get_assoc.is_established:
-            return self._get_assoc
+            if self._get_classes <= self._assoc_classes:
+                return self._get_assoc
+            self.close()  # a later listing (another study) holds classes it cannot receive
+        self._assoc_classes = self._get_classes
         ae = self._ae(AE)
         ae.add_requested_context(Get)
         roles = []
@@ -233,8 +267,14 @@ class DimseSource(PacsSource):
                 last = str(lost)
         then = ("what was fetched is indexed; run again to go on" if what == "fetch"
                 else "nothing was indexed")
-        raise PacsUnavailable(
-            f"{self.root}: no answer to a {what} after {self.attempts} tries ({last}): {then}")
+        raise PacsUnavailable(self.root, f"no answer to a {what} after {self.attempts} tries "
+                              f"({last})", then)
+
+
+def _version(answer) -> str:
+    """The instance's VERSION_ATTRIBUTES as the C-FIND answer gives them."""
+    return version_text((keyword, str(answer.get(keyword, "") or ""))
+                        for keyword in VERSION_ATTRIBUTES)
 
 
 # Stored transfer syntaxes offered for each storage class, one presentation context each, so that

@@ -30,6 +30,7 @@ from radsearch.indexer.stages import (
 )
 from radsearch.indexer.summary import IndexSummary, Progress
 from radsearch.indexer.worker import ReadOutcome
+from radsearch.pacs_fetch import record_address
 from radsearch.reading import CtWindow, parse_ct_windows
 from radsearch.storage.store import Store, default_index_path
 
@@ -111,6 +112,7 @@ def _index(source: PacsSource, instances, query: PacsQuery, *, index: Path, work
         summary.backend = store.spec.describe()
         # On record like a folder's run: one stopped part-way stays on record as unfinished.
         run_id = runs.record_start(store.conn, source.root, summary.backend, started_at)
+        record_address(store.conn, source.root, source.address)  # for fetching on demand
         summary.warnings += store.repairs
         conn = store.conn
         with clock.stage("discover") as record:

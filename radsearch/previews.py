@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from radsearch.errors import RadsearchError
+from radsearch.pacs_fetch import local_path
 from radsearch.reading import ReadError, SkipFile, read_file
 
 PREVIEW_SIZE = 256
@@ -48,11 +49,15 @@ class FrameValues:
     facts: dict[str, str] = field(default_factory=dict)  # FACT_ATTRIBUTES found in the header
 
 
-def image_preview(path: str | Path, frame: int = 0, *, size: int = PREVIEW_SIZE) -> np.ndarray:
+def image_preview(path: str | Path, frame: int = 0, *, size: int = PREVIEW_SIZE,
+                  index: Path | None = None) -> np.ndarray:
     """uint8 ``(size, size)`` gray, or ``(size, size, 3)`` for colour: frame ``frame`` of an image
-    file, windowed and letter-boxed as for the model. One-line ``RadsearchError`` if unreadable."""
+    file, windowed and letter-boxed as for the model. One-line ``RadsearchError`` if unreadable.
+    ``path`` may be the key of an instance ``index`` holds from a PACS: it is fetched from there
+    (radsearch.pacs_fetch)."""
+    local = local_path(str(path), index)
     try:
-        result = read_file(Path(path), image_size=size, salt="preview")
+        result = read_file(Path(local), image_size=size, salt="preview")
     except (ReadError, SkipFile) as error:
         raise RadsearchError(f"{path}: {error}") from None
     if not result.frames:
@@ -70,16 +75,18 @@ def split_image_ref(ref: str) -> tuple[str, int]:
     return ref, 0
 
 
-def frame_values(path: str | Path, frame: int = 0) -> FrameValues | None:
+def frame_values(path: str | Path, frame: int = 0, *,
+                 index: Path | None = None) -> FrameValues | None:
     """Frame ``frame`` of a DICOM file in its original values, decoding that frame only (or slice
     ``frame`` of a NIfTI volume, scaled); None for a file that is neither grayscale DICOM nor
     NIfTI (PNG/JPEG, colour): show its :func:`image_preview` instead. One-line ``RadsearchError``
-    if unreadable."""
+    if unreadable. ``path`` may be the key of an instance ``index`` holds from a PACS."""
     from radsearch.reading import detect_kind
 
-    kind = detect_kind(Path(path))  # by content, as the indexer decided
+    local = local_path(str(path), index)
+    kind = detect_kind(Path(local))  # by content, as the indexer decided
     if kind == "nifti":
-        return _nifti_frame_values(Path(path), frame)
+        return _nifti_frame_values(Path(local), frame)
     if kind != "dicom":
         return None
     import pydicom
@@ -92,7 +99,7 @@ def frame_values(path: str | Path, frame: int = 0) -> FrameValues | None:
 
     try:
         with quiet_pydicom():
-            ds = pydicom.dcmread(path, force=True)
+            ds = pydicom.dcmread(local, force=True)
             photometric = as_text(ds.get("PhotometricInterpretation")) or ""
             if "PixelData" not in ds or (as_int(ds.get("SamplesPerPixel")) or 1) != 1 \
                     or not photometric.startswith("MONOCHROME"):

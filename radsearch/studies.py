@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from radsearch import runs
 from radsearch.errors import RadsearchError
-from radsearch.pacs_links import study_link
+from radsearch.pacs_links import link_of_study, study_link
 from radsearch.reading.phi import SERIES_ATTRIBUTES, STUDY_ATTRIBUTES
 from radsearch.storage import catalog
 from radsearch.storage.backends import PointFilter
@@ -49,7 +49,7 @@ class StudyDetail:
     reports: list[ReportDetail] = field(default_factory=list)
     # With --keep-phi: the study's identifying attributes in clear, keyword -> distinct values.
     identifiers: dict[str, list[str]] = field(default_factory=dict)
-    # Its link in its PACS or a viewer: $RADSEARCH_PACS_LINK, with --keep-phi (radsearch.pacs_links)
+    # Its link in its PACS or a viewer: $RADSEARCH_PACS_LINK (radsearch.pacs_links)
     link: str | None = None
 
     def to_dict(self) -> dict:
@@ -86,6 +86,8 @@ def show_in(index: Index, ref: str) -> StudyDetail:
         if keeps_phi:
             detail.identifiers = _identifiers(conn, "study", study["key"], STUDY_ATTRIBUTES)
             detail.link = study_link(detail.identifiers)
+        if detail.link is None:  # a PACS study's UID is found in the PACS
+            detail.link = link_of_study(store.path, conn, study["key"])
         for series in conn.execute(
             "SELECT * FROM series WHERE study_id = ? ORDER BY series_number, id", (study_id,)
         ).fetchall():

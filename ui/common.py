@@ -7,6 +7,7 @@ HTML-escaped in a link, never as Markdown, so a report cannot restyle the page.
 from __future__ import annotations
 
 import argparse
+import html
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ import streamlit as st
 
 from radsearch.errors import RadsearchError
 from radsearch.index_handle import resolve_index_path
+from radsearch.pacs_fetch import is_pacs_key
 from radsearch.previews import FrameValues, frame_values, image_preview
 
 T = TypeVar("T")
@@ -62,15 +64,29 @@ def study_url(study: str) -> str:
     return f"study?{urlencode({'study': study})}"
 
 
+def picture_stamp(path: str) -> float:
+    """Part of a picture's cache key: the file's time, or for an instance indexed from a PACS
+    (fetched on demand, radsearch.pacs_fetch) the catalog's, which a run that re-fetched it moves."""
+    return catalog_stamp() if is_pacs_key(path) else Path(path).stat().st_mtime
+
+
+def pacs_link(link: str | None) -> str:
+    """HTML of a study's link in its PACS or viewer (``$RADSEARCH_PACS_LINK``); "" for none."""
+    if not link or not link.lower().startswith(("https://", "http://")):
+        return ""
+    return (f'<a class="pacs-link" href="{html.escape(link)}" target="_blank" '
+            'rel="noopener noreferrer">Open in the PACS</a>')
+
+
 @st.cache_data(max_entries=2048, show_spinner=False)
 def _thumbnail(path: str, frame: int, modified: float) -> Any:
     del modified  # part of the cache key only: a re-written file is shown anew
-    return image_preview(path, frame)
+    return image_preview(path, frame, index=settings()["index"])
 
 
 def show_thumbnail(path: str, frame: int, caption: str | None = None) -> None:
     try:
-        picture = _thumbnail(path, frame, Path(path).stat().st_mtime)
+        picture = _thumbnail(path, frame, picture_stamp(path))
     except (OSError, RadsearchError) as error:
         st.caption(f"no preview: {type(error).__name__ if isinstance(error, OSError) else error}")
         return
@@ -82,9 +98,9 @@ def show_thumbnail(path: str, frame: int, caption: str | None = None) -> None:
 @st.cache_resource(max_entries=400, show_spinner=False)
 def _frame(path: str, frame: int, modified: float) -> FrameValues | None:
     del modified
-    return frame_values(path, frame)
+    return frame_values(path, frame, index=settings()["index"])
 
 
 def decoded_frame(path: str, frame: int) -> FrameValues | None:
     """A frame in original values, decoded once per server (None: not grayscale DICOM)."""
-    return _frame(path, frame, Path(path).stat().st_mtime)
+    return _frame(path, frame, picture_stamp(path))

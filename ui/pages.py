@@ -111,7 +111,8 @@ def _query_picture(ref: str) -> Any:
         return image_preview(ref)
     detail = radsearch.show(ref, **settings())
     images = [image for series in detail.series for image in series.images]
-    return image_preview(*split_image_ref(images[0])) if images else None
+    return image_preview(*split_image_ref(images[0]), index=settings()["index"]) if images \
+        else None
 
 
 def similar_page() -> None:

@@ -12,7 +12,14 @@ import streamlit as st
 
 import radsearch
 from radsearch.errors import RadsearchError
-from radsearch.ui.common import ANSWER_TTL, catalog_stamp, settings, show_thumbnail, study_url
+from radsearch.ui.common import (
+    ANSWER_TTL,
+    catalog_stamp,
+    pacs_link,
+    settings,
+    show_thumbnail,
+    study_url,
+)
 
 CARDS_PER_ROW = 4
 TITLE_WORDS = 6
@@ -80,6 +87,8 @@ def study_card(rank: int, hit: Any, score_label: str, score: float, key: str) ->
         facts = [f"{score_label} {score:.3f}", " ".join(hit.modalities), " ".join(hit.body_parts),
                  hit.study_date or "no date"]
         st.text("  ·  ".join(fact for fact in facts if fact))
+        if getattr(hit, "link", None):
+            st.markdown(pacs_link(hit.link), unsafe_allow_html=True)
         if len(hit.images) > 1:
             st.caption(f"{len(hit.images)} matching images")
         if hit.description and len(hit.description.split()) > TITLE_WORDS:

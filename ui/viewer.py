@@ -5,7 +5,6 @@ facts and the reports. The page's state (study, series, slice, window) is in the
 from __future__ import annotations
 
 import html
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,6 +19,8 @@ from radsearch.ui.common import (
     attempt,
     catalog_stamp,
     decoded_frame,
+    pacs_link,
+    picture_stamp,
     settings,
 )
 from radsearch.ui.results import study_title
@@ -39,7 +40,7 @@ def _show(ref: str, modified: float) -> Any:
 @st.cache_data(max_entries=512, show_spinner=False)
 def _picture(path: str, frame: int, modified: float) -> Any:
     del modified
-    return image_preview(path, frame, size=VIEW_SIZE)
+    return image_preview(path, frame, size=VIEW_SIZE, index=settings()["index"])
 
 
 def _series_label(series: Any) -> str:
@@ -78,7 +79,7 @@ def study_page() -> None:
         f'target="_self">{name}</a>'
         for path, name in (("similar", "Similar cases"), ("classify", "Classify"),
                            ("draft", "Draft a report")))
-    st.markdown(links, unsafe_allow_html=True)
+    st.markdown(" · ".join(filter(None, [links, pacs_link(detail.link)])), unsafe_allow_html=True)
     for keyword, values in detail.identifiers.items():  # --keep-phi indexes only
         st.text(f"{keyword}: {' | '.join(values)}")
     if not detail.series:
@@ -140,7 +141,7 @@ def series_viewer(series: Any, controls: Any, view: Any) -> dict[str, str]:
         return facts
     if values is None:  # PNG/JPEG or colour: shown as it is
         with view:
-            picture = attempt(lambda: _picture(path, frame, Path(path).stat().st_mtime))
+            picture = attempt(lambda: _picture(path, frame, picture_stamp(path)))
             if picture is not None:
                 st.image(picture, caption=f"slice {number} of {count}", use_container_width=True)
         return facts
