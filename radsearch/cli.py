@@ -2,50 +2,97 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from radsearch.cli_options import (
+    BackendOpt,
+    BodyPartOpt,
+    DateFromOpt,
+    DateToOpt,
+    IndexOpt,
+    JsonOpt,
+    KOpt,
+    ModalityOpt,
+    ModelOpt,
+    UrlOpt,
+    ViewOpt,
+)
 from radsearch.errors import RadsearchError
+from radsearch.lazy_commands import Entry, LazyGroup
+from radsearch.output import emit, err, out
+from radsearch.output import one_line as _one_line
+
+# Every command, in the order `radsearch --help` lists them. Adding a command is one line here,
+# "path": Entry("module:function", "summary"), and the function: its parameters are Typer options
+# (Annotated), its docstring the help, it calls one library function and prints with
+# radsearch.output.emit. Its module is imported only when the command runs or shows its help, so
+# `radsearch --help` imports none of them (still: no torch at a command module's top level, for its
+# own --help). A path with a space ("train clip") puts the command in a sub-group named in GROUPS.
+COMMANDS: dict[str, Entry] = {
+    "index": Entry("radsearch.cli:index", "Index a folder or a PACS: new and changed files are "
+                   "embedded, unchanged files skipped."),
+    "search": Entry("radsearch.cli:search", "Text search: the studies whose images (or report "
+                    "sentences) best match TEXT; or, with --label, every study the zero-shot "
+                    "classifier gives that label."),
+    "similar": Entry("radsearch.cli:similar", "Similar cases: the studies whose images are closest "
+                     "to a file or an indexed study."),
+    "show": Entry("radsearch.cli:show", "Show one study: its series, images and reports."),
+    "stats": Entry("radsearch.cli:stats", "Counts of what the index holds, and its model."),
+    "check": Entry("radsearch.cli:check", "Verify the index: the catalog, its files and the back end "
+                   "against the catalog."),
+    "models": Entry("radsearch.cli:models", "The embedding models radsearch can use."),
+    "classify": Entry("radsearch.cli:classify", "Zero-shot classification of a study against any "
+                      "labels."),
+    "demo": Entry("radsearch.cli:demo", "Index the sample studies that ship with radsearch into an "
+                  "index of their own and search it."),
+    "remove": Entry("radsearch.cli:remove", "Remove studies, series or files from the index "
+                    "(catalog, vectors and back end)."),
+    "ui": Entry("radsearch.cli:ui", "The explorer in the browser: text search, similar cases, label "
+                "queries, zero-shot classification, report drafts, a study viewer and statistics."),
+    "draft": Entry("radsearch.drafting.cli:draft_command", "Draft a report for a study from its "
+                   "nearest indexed studies' reports, every sentence cited."),
+    "drafters": Entry("radsearch.drafting.cli:drafters_command", "The report drafters `radsearch "
+                      "draft --drafter` accepts."),
+    "train clip": Entry("radsearch.training.cli:clip", "Train radclip-mini contrastively on "
+                        "manifests; the best dev epoch is kept and exported."),
+    "eval retrieval": Entry("radsearch.training.cli:retrieval", "Image->text and text->image "
+                            "Recall@1/5/10 and median rank on a manifest split."),
+    "eval findings": Entry("radsearch.training.cli:findings", "Findings retrieval: each finding the "
+                           "captions state (on enough images) as a text query; P@10 and AP."),
+    "eval zeroshot": Entry("radsearch.training.zeroshot_cli:zeroshot", "Zero-shot accuracy, "
+                           "balanced accuracy, macro AUC and confusion matrix on a manifest."),
+    "eval report": Entry("radsearch.training.report_cli:report", "Draft every row of a split from a "
+                         "corpus index; BLEU-1..4, METEOR, ROUGE-L, CIDEr, finding F1."),
+}
+GROUPS = {
+    "train": "Train encoders (`radsearch train clip`).",
+    "eval": "Evaluate encoders (`radsearch eval retrieval`).",
+}
+
+
+class _Commands(LazyGroup):
+    table = COMMANDS
+    groups = GROUPS
+
 
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help text is plain: "[default: ...]" in it is shown, not read as markup
-    help="Index folders of radiology studies (DICOM, NIfTI, PNG/JPEG + reports) and search them, "
-    "offline.",
 )
-out = Console()
-err = Console(stderr=True)
 
-IndexOpt = Annotated[
-    Optional[Path],
-    typer.Option("--index", help="Index directory [default: $RADSEARCH_INDEX or ~/.radsearch/index]"),
-]
-KOpt = Annotated[int, typer.Option("-k", "--k", min=1, help="Number of studies to return")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
-ModalityOpt = Annotated[Optional[str], typer.Option("--modality", help="e.g. CT, MR, CR, DX, XRAY")]
-BodyPartOpt = Annotated[Optional[str], typer.Option("--body-part", help="e.g. CHEST, HEAD")]
-ViewOpt = Annotated[Optional[str], typer.Option("--view", help="e.g. PA, AP, LATERAL, AXIAL")]
-DateFromOpt = Annotated[Optional[str], typer.Option("--date-from", help="YYYY-MM-DD")]
-DateToOpt = Annotated[Optional[str], typer.Option("--date-to", help="YYYY-MM-DD")]
-BackendOpt = Annotated[
-    Optional[str],
-    typer.Option("--backend", help="faiss | qdrant-edge | qdrant [default: the index's recorded one, "
-                 "else faiss]"),
-]
-UrlOpt = Annotated[
-    Optional[str],
-    typer.Option("--url", help="Qdrant server/cluster URL, http(s)://host:6333 (API key from "
-                 "$RADSEARCH_QDRANT_API_KEY)"),
-]
+
+@app.callback()
+def _radsearch() -> None:
+    """Index folders of radiology studies (DICOM, NIfTI, PNG/JPEG + reports) and search them,
+    offline."""
 
 
 def _filters(modality, body_part, view, date_from, date_to):
@@ -55,11 +102,6 @@ def _filters(modality, body_part, view, date_from, date_to):
                    date_to=date_to)
 
 
-def _print_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-@app.command()
 def index(
     path: Annotated[str, typer.Argument(help="Folder (or file) of studies to index, or a PACS: "
                                          "dicomweb+https://host/path or dimse://AET@host:port "
@@ -78,7 +120,7 @@ def index(
         Optional[int], typer.Option("--workers", min=0, help="Decoding processes (0: decode inline)")
     ] = None,
     prune: Annotated[bool, typer.Option("--prune", help="Remove entries whose files are gone")] = False,
-    model: Annotated[Optional[str], typer.Option("--model", help="Embedding model (see `models`)")] = None,
+    model: ModelOpt = None,
     backend: BackendOpt = None,
     url: UrlOpt = None,
     backend_opt: Annotated[
@@ -153,10 +195,10 @@ def index(
                 ct_windows=ct_windows, keep_phi=keep_phi, group_by=group_by,
                 on_progress=on_progress)
 
-    summary = _run_with_progress(run, quiet=json_output)
-    if json_output:
-        _print_json(summary.to_dict())
-        return
+    emit(_run_with_progress(run, quiet=json_output), json_output, _print_index_summary)
+
+
+def _print_index_summary(summary) -> None:
     for label, entries in (("[red]failed[/red] ", summary.failures),
                            ("[yellow]skipped[/yellow]", summary.skips)):
         for file_path, reason in entries:
@@ -181,13 +223,6 @@ def index(
     )
     if summary.stages:  # where the time went: one line, seconds per stage
         out.print(f"stages: {summary.stage_line()}", highlight=False, soft_wrap=True)
-
-
-def _one_line(text: str) -> str:
-    """Escape control characters (a newline in a file name must not break the one-line report)."""
-    from rich.markup import escape
-
-    return escape("".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text))
 
 
 def _run_with_progress(job, *, quiet: bool):
@@ -219,7 +254,6 @@ def _run_with_progress(job, *, quiet: bool):
         return job(update)
 
 
-@app.command()
 def search(
     text: Annotated[
         Optional[str], typer.Argument(help="What to look for, e.g. 'left pleural effusion' "
@@ -277,12 +311,10 @@ def search(
             raise RadsearchError("give a query TEXT or --label, not both")
         if target != "images":
             raise RadsearchError("--label queries the studies' image vectors: drop --in")
-        _print_label_results(
-            label_query(label, min_prob=min_prob, labels=labels, label_set=label_set,
-                        findings=findings, filters=filters, index=index, backend=backend,
-                        url=url, limit=k),
-            json_output,
-        )
+        emit(label_query(label, min_prob=min_prob, labels=labels, label_set=label_set,
+                         findings=findings, filters=filters, index=index, backend=backend,
+                         url=url, limit=k),
+             json_output, _print_label_results)
         return
     from radsearch.retrieval import search as run_search
 
@@ -292,13 +324,10 @@ def search(
         raise RadsearchError("--labels, --label-set, --findings and --single go with --label")
     results = run_search(text, index=index, k=k or 10, target=target, backend=backend, url=url,
                          filters=filters)
-    _print_results(results, json_output)
+    emit(results, json_output, _print_results)
 
 
-def _print_label_results(results, json_output: bool) -> None:
-    if json_output:
-        _print_json(results.to_dict())
-        return
+def _print_label_results(results) -> None:
     kind = "finding" if results.kind == "findings" else "softmax over the set"
     out.print(f"{results.label} ({results.label_set}, {kind}) >= {results.min_prob:g} - "
               f"{len(results.hits)} studies", highlight=False)
@@ -320,7 +349,6 @@ def _print_label_results(results, json_output: bool) -> None:
               style="dim", highlight=False)
 
 
-@app.command()
 def similar(
     query: Annotated[str, typer.Argument(help="An image file (DICOM/NIfTI/PNG/JPEG) or an indexed UID")],
     index: IndexOpt = None,
@@ -339,13 +367,10 @@ def similar(
 
     results = run_similar(query, index=index, k=k, backend=backend, url=url,
                           filters=_filters(modality, body_part, view, date_from, date_to))
-    _print_results(results, json_output)
+    emit(results, json_output, _print_results)
 
 
-def _print_results(results, json_output: bool) -> None:
-    if json_output:
-        _print_json(results.to_dict())
-        return
+def _print_results(results) -> None:
     if not results.hits:
         out.print("no matching studies")
         _print_unmatched(results.unmatched_filters)
@@ -370,9 +395,6 @@ def _print_results(results, json_output: bool) -> None:
             lines.append(f"[dim]{escape(hit.snippet)}[/dim]")
         table.add_row(str(rank), f"{hit.score:.3f}", escape(study), "\n".join(lines))
     out.print(table, highlight=False)
-    for rank, hit in enumerate(results.hits, start=1):  # whole, unwrapped: a terminal opens them
-        if getattr(hit, "link", None):
-            out.print(f"{rank}. {hit.link}", highlight=False, markup=False, soft_wrap=True)
     out.print("(`radsearch show STUDY|FILE` for a study; --json for full keys and paths)",
               style="dim", highlight=False)
 
@@ -422,19 +444,20 @@ def _study_label(key: str) -> str:
     return key[:18] if kind == "group" else key[:12]
 
 
-@app.command()
 def show(
     ref: Annotated[str, typer.Argument(help="Study key, Study/Series/SOP Instance UID, or a file")],
     index: IndexOpt = None,
+    backend: BackendOpt = None,
+    url: UrlOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Show one study: its series, images and reports."""
     from radsearch.studies import show as run_show
 
-    detail = run_show(ref, index=index)
-    if json_output:
-        _print_json(detail.to_dict())
-        return
+    emit(run_show(ref, index=index, backend=backend, url=url), json_output, _print_study)
+
+
+def _print_study(detail) -> None:
     # Text from the files (descriptions, reports, paths) is printed as is, never as markup.
     plain = {"highlight": False, "markup": False}
     out.print(f"study {detail.study}  date {detail.study_date or '-'}  {detail.description or ''}",
@@ -465,15 +488,15 @@ def _print_identifiers(identifiers: dict[str, list[str]], indent: str) -> None:
                   soft_wrap=True)
 
 
-@app.command()
-def stats(index: IndexOpt = None, json_output: JsonOpt = False) -> None:
+def stats(index: IndexOpt = None, backend: BackendOpt = None, url: UrlOpt = None,
+          json_output: JsonOpt = False) -> None:
     """Counts of what the index holds, and its model."""
     from radsearch.studies import stats as run_stats
 
-    data = run_stats(index=index)
-    if json_output:
-        _print_json(data)
-        return
+    emit(run_stats(index=index, backend=backend, url=url), json_output, _print_stats)
+
+
+def _print_stats(data: dict) -> None:
     for key in ("studies", "series", "images", "reports", "sentences", "failed", "skipped"):
         out.print(f"{key:10} {data[key]}", highlight=False)
     for key, title in (("by_modality", "modality"), ("by_body_part", "body part")):
@@ -508,7 +531,6 @@ def _print_last_run(run: dict | None) -> None:
                   **plain)
 
 
-@app.command()
 def check(
     index: IndexOpt = None,
     repair: Annotated[
@@ -521,33 +543,31 @@ def check(
     from radsearch.health import check_error, check_index
 
     report = check_index(index, repair=repair)
-    if json_output:
-        _print_json(report.to_dict())
-    else:
-        for finding in report.findings:
-            mark = "ok" if finding.ok else ("repaired" if finding.repaired else "PROBLEM")
-            out.print(f"{mark:9}{finding.part:8}{_one_line(finding.message)}", highlight=False,
-                      soft_wrap=True)
+    emit(report, json_output, _print_check)
     if check_error(report) is not None:
         raise typer.Exit(1)
 
 
-@app.command()
+def _print_check(report) -> None:
+    for finding in report.findings:
+        mark = "ok" if finding.ok else ("repaired" if finding.repaired else "PROBLEM")
+        out.print(f"{mark:9}{finding.part:8}{_one_line(finding.message)}", highlight=False,
+                  soft_wrap=True)
+
+
 def models(json_output: JsonOpt = False) -> None:
     """The embedding models radsearch can use."""
     from radsearch.encoders import list_models, model_name_help
 
-    infos = list_models()
-    if json_output:
-        _print_json([info.__dict__ for info in infos])
-        return
-    for info in infos:
-        mark = " (default)" if info.default else ""
-        out.print(f"{info.name}{mark}  {info.dim}-d  {info.description}", highlight=False)
-    out.print("\n" + model_name_help(), highlight=False)
+    def print_models(infos) -> None:
+        for info in infos:
+            mark = " (default)" if info.default else ""
+            out.print(f"{info.name}{mark}  {info.dim}-d  {info.description}", highlight=False)
+        out.print("\n" + model_name_help(), highlight=False)
+
+    emit(list_models(), json_output, print_models)
 
 
-@app.command()
 def classify(
     query: Annotated[str, typer.Argument(help="An image file, or an indexed study's UID/key/file")],
     labels: Annotated[
@@ -562,16 +582,19 @@ def classify(
     ] = False,
     index: IndexOpt = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Model for a file (no index)")] = None,
+    backend: BackendOpt = None,
+    url: UrlOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Zero-shot classification of a study against any labels."""
     from radsearch.zeroshot import classify as run_classify
 
-    result = run_classify(query, labels=labels, label_set=label_set, findings=findings,
-                          index=index, model=model)
-    if json_output:
-        _print_json(result.to_dict())
-        return
+    emit(run_classify(query, labels=labels, label_set=label_set, findings=findings, index=index,
+                      model=model, backend=backend, url=url),
+         json_output, _print_classification)
+
+
+def _print_classification(result) -> None:
     kind = "independent probabilities" if result.kind == "findings" else "probabilities sum to 1"
     # The title on a line of its own: as a table title it would wrap at the narrow table's width.
     out.print(f"{result.label_set} ({kind}) - {result.model}", highlight=False, markup=False)
@@ -583,7 +606,6 @@ def classify(
     out.print(table)
 
 
-@app.command()
 def demo(
     index: Annotated[
         Optional[Path],
@@ -591,7 +613,7 @@ def demo(
                      "~/.radsearch/demo, never your own index]"),
     ] = None,
     query: Annotated[str, typer.Option("--query", help="Text to search for")] = "pleural effusion",
-    model: Annotated[Optional[str], typer.Option("--model", help="Embedding model (see `models`)")] = None,
+    model: ModelOpt = None,
 ) -> None:
     """Index the sample studies that ship with radsearch into an index of their own and search it."""
     from radsearch.encoders import DEFAULT_MODEL
@@ -610,15 +632,13 @@ def demo(
     out.print(f"indexed {summary.indexed}, unchanged {summary.unchanged}, failed {summary.failed} "
               f"-> {summary.index}", highlight=False)
     out.print(f'\nreport search: "{query}"', highlight=False)
-    _print_results(run_search(query, index=Path(summary.index), k=3,
-                              target="reports"), False)
+    _print_results(run_search(query, index=Path(summary.index), k=3, target="reports"))
     out.print(f'\nimage search: "{query}"', highlight=False)
-    _print_results(run_search(query, index=Path(summary.index), k=3), False)
+    _print_results(run_search(query, index=Path(summary.index), k=3))
     out.print(f"\nsearch it again with --index {index}, e.g. radsearch search \"head CT\" --index "
               f"{index}; remove it with rm -r {index}", highlight=False, soft_wrap=True)
 
 
-@app.command()
 def remove(
     refs: Annotated[list[str], typer.Argument(help="Indexed files or folders, or study, series or "
                                               "image UIDs/keys", show_default=False)],
@@ -629,18 +649,17 @@ def remove(
     """Remove studies, series or files from the index (catalog, vectors and back end)."""
     from radsearch.removal import remove as run_remove
 
-    summary = run_remove(refs, index=index, dry_run=dry_run)
-    if json_output:
-        _print_json(summary.to_dict())
-        return
-    verb = "would remove" if dry_run else "removed"
+    emit(run_remove(refs, index=index, dry_run=dry_run), json_output, _print_removal)
+
+
+def _print_removal(summary) -> None:
+    verb = "would remove" if summary.dry_run else "removed"
     for path in summary.files:
         out.print(f"{verb} {_one_line(path)}", highlight=False, soft_wrap=True)
     out.print(f"{verb} {len(summary.files)} files, {summary.images} images, {summary.reports} "
               f"reports, {summary.studies} whole studies -> {summary.index}", highlight=False)
 
 
-@app.command()
 def ui(
     index: IndexOpt = None,
     backend: BackendOpt = None,
@@ -658,30 +677,6 @@ def ui(
 
     err.print(f"radsearch explorer on http://{host}:{port} (Ctrl+C stops it)", highlight=False)
     raise typer.Exit(serve(index=index, backend=backend, url=url, host=host, port=port))
-
-
-def _add_training_commands() -> None:
-    from radsearch.training.cli import eval_app, train_app  # imports no torch
-    from radsearch.training.report_cli import report
-    from radsearch.training.zeroshot_cli import zeroshot
-
-    eval_app.command("zeroshot")(zeroshot)
-    eval_app.command("report")(report)
-    app.add_typer(train_app, name="train", help="Train encoders (`radsearch train clip`).")
-    app.add_typer(eval_app, name="eval", help="Evaluate encoders (`radsearch eval retrieval`).")
-
-
-_add_training_commands()
-
-
-def _add_drafting_commands() -> None:
-    from radsearch.drafting.cli import draft_command, drafters_command  # imports no torch
-
-    app.command("draft")(draft_command)
-    app.command("drafters")(drafters_command)
-
-
-_add_drafting_commands()
 
 
 def main() -> None:

@@ -1,22 +1,20 @@
-"""`radsearch train clip` and `radsearch eval retrieval`.
+"""`radsearch train clip`, `radsearch eval retrieval` and `radsearch eval findings`.
 
-Nothing heavy is imported here: torch and the towers load inside the commands, so that the main
-CLI stays fast to start.
+Nothing heavy is imported here: torch and the towers load inside the commands, so that a command's
+--help stays fast.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-train_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train encoders.")
-eval_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evaluate encoders.")
+from radsearch.cli_options import JsonOpt, ModelOpt
+from radsearch.output import emit, log, say
 
 WEIGHTS_NAME = "radclip-mini.safetensors"
 ManifestOpt = Annotated[
@@ -24,11 +22,9 @@ ManifestOpt = Annotated[
     typer.Option("--manifest", help="CSV of image-text pairs (image or image_path, text, split, group); "
                  "repeat for several"),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps")]
 EvalSplitOpt = Annotated[str, typer.Option("--split", help="Rows of this split: train, dev or test (a "
                                           "manifest without a split column: all its rows)")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Embedding model (see `models`)")]
 WeightsOpt = Annotated[Optional[Path], typer.Option(
     "--weights", help="radclip-mini weights file [default: the shipped one]")]
 
@@ -38,7 +34,6 @@ def _default_cache() -> Path:
     return Path(root) / "radsearch" / "features"
 
 
-@train_app.command("clip")
 def clip(
     manifest: ManifestOpt,
     out: Annotated[Path, typer.Option("--out", help="Folder for checkpoints, history and the weights")],
@@ -109,12 +104,12 @@ def clip(
                            **{k: v for k, v in given.items() if v is not None})
     began = time.perf_counter()
     prepared = prepare(chosen, manifest, device=device, cache_dir=cache or _default_cache(), seed=seed,
-                       log=_log)
+                       log=log)
 
     def on_epoch(record) -> None:
         loss = "   -   " if record.train_loss is None else f"{record.train_loss:.4f}"
-        _log(f"epoch {record.epoch:3d}  loss {loss}  T {record.temperature:.4f}  "
-             f"dev mean recall {record.dev_score:.4f}  ({record.seconds:.1f} s)")
+        log(f"epoch {record.epoch:3d}  loss {loss}  T {record.temperature:.4f}  "
+            f"dev mean recall {record.dev_score:.4f}  ({record.seconds:.1f} s)")
 
     result = train(prepared.model, prepared.train, prepared.dev, config, out, resume=resume,
                    on_epoch=on_epoch)
@@ -130,14 +125,12 @@ def clip(
         "train_pairs": len(prepared.train),
         "seconds": round(time.perf_counter() - began, 1),
     }
-    if json_output:
-        _print_json(summary)
-    else:
-        typer.echo(f"best dev epoch {result.best_epoch} (mean recall {result.best_score:.4f}); "
-                   f"weights: {weights} (radsearch/model_weights/{WEIGHTS_NAME} is the shipped default)")
+    emit(summary, json_output, lambda summary: say(
+        f"best dev epoch {summary['best_epoch']} (mean recall {summary['best_dev_score']:.4f}); "
+        f"weights: {summary['weights']} (radsearch/model_weights/{WEIGHTS_NAME} is the shipped "
+        "default)"))
 
 
-@eval_app.command("retrieval")
 def retrieval(
     manifest: ManifestOpt,
     split: EvalSplitOpt = "test",
@@ -151,17 +144,17 @@ def retrieval(
 
     name, pairs, encoder = _eval_inputs(manifest, split, model, weights, device)
     metrics = evaluate_retrieval(encoder, pairs)
-    if json_output:
-        _print_json({"model": name, "split": split, **metrics})
-        return
-    typer.echo(f"{name} on {metrics['n']} {split} pairs (chance R@k = k/{metrics['n']})")
-    for direction in ("image_to_text", "text_to_image"):
-        m = metrics[direction]
-        typer.echo(f"  {direction.replace('_', ' '):14s} R@1 {m['R@1']:.3f}  R@5 {m['R@5']:.3f}  "
-                   f"R@10 {m['R@10']:.3f}  median rank {m['median_rank']:g}")
+
+    def print_metrics(metrics: dict) -> None:
+        say(f"{name} on {metrics['n']} {split} pairs (chance R@k = k/{metrics['n']})")
+        for direction in ("image_to_text", "text_to_image"):
+            m = metrics[direction]
+            say(f"  {direction.replace('_', ' '):14s} R@1 {m['R@1']:.3f}  R@5 {m['R@5']:.3f}  "
+                f"R@10 {m['R@10']:.3f}  median rank {m['median_rank']:g}")
+
+    emit({"model": name, "split": split, **metrics}, json_output, print_metrics)
 
 
-@eval_app.command("findings")
 def findings(
     manifest: ManifestOpt,
     split: EvalSplitOpt = "test",
@@ -180,16 +173,17 @@ def findings(
 
     name, pairs, encoder = _eval_inputs(manifest, split, model, weights, device)
     metrics = evaluate_findings(encoder, pairs, min_positives=min_positives)
-    if json_output:
-        _print_json({"model": name, "split": split, **metrics})
-        return
-    typer.echo(f"{name} on {metrics['n']} {split} images: {metrics['findings']} findings with "
-               f">= {min_positives} positive images")
-    for finding, m in sorted(metrics["per_finding"].items(), key=lambda item: -item[1]["AP"]):
-        typer.echo(f"  {finding:28s} positives {m['positives']:3d}  P@{TOP_K} {m[f'P@{TOP_K}']:.3f}  "
-                   f"AP {m['AP']:.3f}")
-    if metrics["findings"]:
-        typer.echo(f"  mean P@{TOP_K} {metrics[f'mean_P@{TOP_K}']:.3f}  mAP {metrics['mAP']:.3f}")
+
+    def print_metrics(metrics: dict) -> None:
+        say(f"{name} on {metrics['n']} {split} images: {metrics['findings']} findings with "
+            f">= {min_positives} positive images")
+        for finding, m in sorted(metrics["per_finding"].items(), key=lambda item: -item[1]["AP"]):
+            say(f"  {finding:28s} positives {m['positives']:3d}  P@{TOP_K} "
+                f"{m[f'P@{TOP_K}']:.3f}  AP {m['AP']:.3f}")
+        if metrics["findings"]:
+            say(f"  mean P@{TOP_K} {metrics[f'mean_P@{TOP_K}']:.3f}  mAP {metrics['mAP']:.3f}")
+
+    emit({"model": name, "split": split, **metrics}, json_output, print_metrics)
 
 
 def _eval_inputs(manifest: list[Path], split: str, model: str | None, weights: Path | None,
@@ -209,12 +203,3 @@ def _eval_inputs(manifest: list[Path], split: str, model: str | None, weights: P
             raise ManifestError(f"--weights applies to {RadClipMini.name} only, not {name!r}")
         return name, pairs, RadClipMini(device, weights_file=weights)
     return name, pairs, create_model(name, device=device)
-
-
-def _log(message: str) -> None:
-    # Progress goes to stderr, so that --json output stays clean on stdout.
-    typer.echo(message, err=True)
-
-
-def _print_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

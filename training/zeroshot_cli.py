@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from radsearch.cli_options import JsonOpt
+from radsearch.output import emit, say
 
 
 def zeroshot(
@@ -29,7 +30,7 @@ def zeroshot(
         Optional[Path],
         typer.Option("--weights", help="radclip-mini weights file [default: the shipped one]"),
     ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    json_output: JsonOpt = False,
 ) -> None:
     """Zero-shot accuracy, balanced accuracy, macro AUC and confusion matrix on a manifest."""
     from radsearch.encoders import DEFAULT_MODEL
@@ -39,13 +40,14 @@ def zeroshot(
     result = evaluate_zeroshot(manifest, label_column, labels=classes, label_set=label_set,
                                finding=finding,
                                split=split, model=model or DEFAULT_MODEL, weights=weights)
-    if json_output:
-        sys.stdout.write(json.dumps(result, indent=2) + "\n")
-        return
+    emit(result, json_output, _print)
+
+
+def _print(result: dict) -> None:
     for key in ("n", "accuracy", "balanced_accuracy", "macro_auc", "chance_accuracy"):
         value = result.get(key)
-        sys.stdout.write(f"{key:18} {value:.3f}\n" if isinstance(value, float) else f"{key:18} {value}\n")
+        say(f"{key:18} {value:.3f}" if isinstance(value, float) else f"{key:18} {value}")
     if "confusion_matrix" in result:
-        sys.stdout.write("confusion (rows truth, columns predicted): " + ", ".join(result["labels"]) + "\n")
+        say("confusion (rows truth, columns predicted): " + ", ".join(result["labels"]))
         for label, row in zip(result["labels"], result["confusion_matrix"]):
-            sys.stdout.write(f"  {label:20} {row}\n")
+            say(f"  {label:20} {row}")
