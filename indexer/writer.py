@@ -12,19 +12,20 @@ from radsearch.indexer.discover import FoundFile
 from radsearch.reading import ReadResult
 from radsearch.reports import Sentence
 from radsearch.terms import normalise_metadata
-from radsearch.storage.vectors import vector_to_blob
+from radsearch.storage import vectors
 
 # Image metadata copied onto each image row so that filters need no joins.
 _IMAGE_FILTER_FIELDS = ("modality", "body_part", "view", "study_date")
 
 
 def put_vector(conn: sqlite3.Connection, collection: str, ref_id: int, vector: np.ndarray) -> None:
-    """Store a row's vector as a new vector row. Ids are never reused (SQLite would reuse the
-    largest after a delete), so an id names one value and the back ends sync by ids alone."""
+    """Store a row's vector as a new vector row, its value in a new slot of the vector file.
+    Ids are never reused (SQLite would reuse the largest after a delete), so an id names one value
+    and the back ends sync by ids alone."""
     conn.execute("DELETE FROM vectors WHERE collection = ? AND ref_id = ?", (collection, ref_id))
     conn.execute(
-        "INSERT INTO vectors(id, collection, ref_id, vec) VALUES (?, ?, ?, ?)",
-        (_next_vector_id(conn), collection, ref_id, vector_to_blob(vector)),
+        "INSERT INTO vectors(id, collection, ref_id, slot) VALUES (?, ?, ?, ?)",
+        (_next_vector_id(conn), collection, ref_id, vectors.append(conn, vector)),
     )
 
 

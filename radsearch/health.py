@@ -1,6 +1,8 @@
 """Is an index whole, and is its search back end in step with its catalog?
 
-The catalog is the truth; an embedded store (``faiss/``, ``qdrant-edge/``) is rebuilt from it.
+The catalog is the truth, with its vector file (``vectors.f32``); the faiss back end searches them
+itself (its saved codes are checked against the catalog whenever they are loaded), and an embedded
+store of its own (``qdrant-edge/``) is rebuilt from them.
 A store is in step when it is this catalog's (the instance id of its record), holds the state of
 the catalog's last sync (a generation number written on every sync, in the store and then in the
 catalog) and, per collection, between the points the ledger says it acknowledged and those it may
@@ -21,13 +23,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from radsearch.storage import catalog
+from radsearch.storage import catalog, vectors
 from radsearch.storage.backends import EDGE_DIR, FAISS_DIR, BackendSpec
 from radsearch.storage import sync as backend_sync
 from radsearch.storage.backends.base import StoreDamagedError, StoreView
 from radsearch.errors import IndexNotFoundError, RadsearchError
 
-_STORE_DIRS = {"faiss": FAISS_DIR, "qdrant-edge": EDGE_DIR}
+_STORE_DIRS = {"qdrant-edge": EDGE_DIR}  # stores of their own, compared with the catalog
+_CACHE_DIRS = (FAISS_DIR,)  # derived from the catalog alone
 DAMAGED_SUFFIX = ".damaged"
 _TEMPORARY = re.compile(r"\.tmp\d+$")  # FaissIndex.save and the stores' JSON records: NAME.tmpPID
 
@@ -43,10 +46,6 @@ def inspect_store(spec: BackendSpec, index: Path, *, thorough: bool = False) -> 
     directory = store_directory(spec, index)
     if directory is None:
         return None
-    if spec.kind == "faiss":
-        from radsearch.storage.backends.faiss_backend import inspect_store as inspect_faiss
-
-        return inspect_faiss(directory, thorough=thorough)
     from radsearch.storage.backends.edge_backend import inspect_store as inspect_edge
 
     return inspect_edge(directory, thorough=thorough)
@@ -169,6 +168,12 @@ def check_index(index: Path | None = None, *, repair: bool = False) -> CheckRepo
             report.findings.append(_damaged_catalog(path, catalog_path, problem, repair))
             return report
         conn.row_factory = sqlite3.Row
+        dim = catalog.get_meta(conn).get("model.dim")
+        problem = vectors.check(conn, int(dim)) if dim else None
+        if problem is not None:
+            conn.close()
+            report.findings.append(_damaged_catalog(path, catalog_path, problem, repair))
+            return report
         report.findings.append(Finding("catalog", True, f"{catalog_path}: whole"))
         spec = _recorded_spec(conn) or BackendSpec()
         report.backend = spec.describe()
@@ -176,10 +181,7 @@ def check_index(index: Path | None = None, *, repair: bool = False) -> CheckRepo
         conn.close()
         report.findings.append(_leftovers(path, repair))
         if store_problem is None:
-            report.findings.append(Finding("store", True, f"{spec.describe()}: in step with the "
-                                           "catalog" if store_directory(spec, path) else
-                                           f"{spec.describe()}: shared by several catalogs, "
-                                           "not compared with this one"))
+            report.findings.append(Finding("store", True, _in_step(spec, path)))
             return report
         finding = Finding("store", False, store_problem)
         if repair:
@@ -195,6 +197,14 @@ def check_index(index: Path | None = None, *, repair: bool = False) -> CheckRepo
     finally:
         if lock is not None:
             os.close(lock)
+
+
+def _in_step(spec: BackendSpec, path: Path) -> str:
+    if spec.kind == "faiss":
+        return "faiss: searches the catalog's own vectors (its codes are checked on loading)"
+    if store_directory(spec, path) is not None:
+        return f"{spec.describe()}: in step with the catalog"
+    return f"{spec.describe()}: shared by several catalogs, not compared with this one"
 
 
 def _store_problem(conn: sqlite3.Connection, spec: BackendSpec, path: Path) -> str | None:
@@ -246,9 +256,11 @@ def _damaged_catalog(path: Path, catalog_path: Path, problem: str, repair: bool)
         source = Path(f"{catalog_path}{suffix}")
         if source.exists():
             os.replace(source, Path(f"{aside}{suffix}"))
-    for name in _STORE_DIRS.values():
+    for name in (*_STORE_DIRS.values(), *_CACHE_DIRS):
         if (path / name).exists():
             shutil.rmtree(path / name)
+    for vector_file in path.glob("vectors*.f32"):  # the rows that referenced it are set aside
+        os.replace(vector_file, vector_file.with_name(f"{vector_file.name}{DAMAGED_SUFFIX}-{stamp}"))
     return Finding("catalog", False, f"{message}: set aside as {aside.name}; the next `radsearch "
                    "index` re-reads every file (give --reports again if it was used)",
                    repaired=True)

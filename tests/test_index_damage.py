@@ -1,5 +1,6 @@
-"""Damage an index can meet, and how it detects and repairs each: a catalog or a store database cut
-short or overwritten, a back end out of step with its catalog (deleted, an older copy put back),
+"""Damage an index can meet, and how it detects and repairs each: a catalog, its vector file, FAISS
+codes or a store database cut short or overwritten, a back end out of step with its catalog
+(deleted, an older copy put back),
 a read-only index, a full disk. Each failure is one line; the index still opens and answers.
 
 The read-only and full-disk cases run on a small tmpfs mounted by the test (root only; they skip,
@@ -97,65 +98,66 @@ def test_damaged_catalog_is_one_line_and_check_repair_lets_index_rebuild(indexed
     assert check_index(index).ok
 
 
-@pytest.mark.parametrize("damage", [_cut_short, _overwrite_start], ids=["cut-short", "overwritten"])
-def test_damaged_faiss_store_is_found_and_rebuilt_by_the_next_run(indexed, damage):
+def test_vector_file_cut_short_is_one_line_and_check_repair_lets_index_rebuild(indexed):
     root, index = indexed
     expected = _image_hits(index)
-    damage(index / "faiss" / "points.sqlite")
+    _cut_short(index / "vectors.f32")
 
+    line = _one_line(_run_cli("search", "mass", "--index", str(index)).stderr)
+    assert "vectors.f32" in line and "cut short" in line and "check --repair" in line
+    with pytest.raises(RadsearchError, match="vectors.f32 holds .* cut short"):
+        index_folder(root, index=index, model=TINY, workers=0)
     report = check_index(index)
-    assert not report.ok and "points.sqlite is damaged" in report.findings[-1].message
+    assert not report.ok and "vectors.f32" in report.findings[0].message
+    assert check_index(index, repair=True).ok
     summary = index_folder(root, index=index, model=TINY, workers=0)
-    assert any("points.sqlite is damaged" in w and "rebuilt" in w for w in summary.warnings)
-    assert summary.sent > 0
-    assert _image_hits(index) == expected and check_index(index).ok
+    assert summary.failures == [] and _image_hits(index) == expected and check_index(index).ok
 
 
-def test_check_repair_rebuilds_a_damaged_store_at_once(indexed):
-    _, index = indexed
+def _ivf(root: Path, index: Path, **extra) -> object:
+    """An index whose collections keep IVF-SQ8 codes (the kind chosen from 50k vectors)."""
+    return index_folder(root, index=index, model=TINY, workers=0, backend="faiss", backend_options={
+        "faiss_index": "ivfsq", "faiss_params": {"nlist": 2}}, **extra)
+
+
+@pytest.mark.parametrize("damage", [_cut_short, _overwrite_start, Path.unlink],
+                         ids=["cut-short", "overwritten", "deleted"])
+def test_damaged_or_missing_faiss_codes_are_rebuilt_from_the_catalog(tmp_path, damage):
+    """The FAISS files hold codes derived from the catalog alone: whatever happens to them, a
+    search rebuilds them in memory and the next run saves them again, the answers unchanged."""
+    root = _studies(tmp_path / "studies")
+    index = tmp_path / "index"
+    _ivf(root, index)
+    codes = index / "faiss" / "images.ivfsq.faiss"
+    assert codes.exists() and not (index / "faiss" / "points.sqlite").exists()
     expected = _image_hits(index)
-    _cut_short(index / "faiss" / "points.sqlite")
-    result = _run_cli("check", "--index", str(index), "--repair")
-    assert result.returncode == 0, result.stderr
-    assert "repaired" in result.stdout
-    assert _image_hits(index) == expected and check_index(index).ok
+    damage(codes)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to warn about: nothing is lost
+        assert _image_hits(index) == expected
+    assert check_index(index).ok
+    _ivf(root, index)
+    assert codes.exists() and _image_hits(index) == expected
 
 
-# --- back end out of step --------------------------------------------------------------------------
-
-
-def test_deleted_faiss_store_is_warned_about_and_brought_back_by_index(indexed):
-    root, index = indexed
-    expected = _image_hits(index)
-    shutil.rmtree(index / "faiss")
-
-    with pytest.warns(IndexOutOfStepWarning, match="faiss store .* is missing"):
-        assert stats(index=index)["images"] == 6
-    result = _run_cli("stats", "--index", str(index))
-    assert result.returncode == 0
-    assert "is missing" in _one_line(result.stderr)
-    summary = index_folder(root, index=index, model=TINY, workers=0)
-    assert summary.sent > 0 and any("rebuilt" in w for w in summary.warnings)
-    assert _image_hits(index) == expected and check_index(index).ok
-
-
-def test_older_faiss_store_put_back_after_prune_is_replaced(indexed, tmp_path):
-    root, index = indexed
+def test_older_faiss_codes_put_back_after_prune_are_brought_in_step(tmp_path):
+    root = _studies(tmp_path / "studies")
+    index = tmp_path / "index"
+    _ivf(root, index)
     older = tmp_path / "faiss-copy"
     shutil.copytree(index / "faiss", older)
     shutil.rmtree(root / "study0")
-    index_folder(root, index=index, model=TINY, workers=0, prune=True)
+    _ivf(root, index, prune=True)
     pruned = _image_hits(index)
     assert not any("study0" in path for path in pruned)
     shutil.rmtree(index / "faiss")
     shutil.copytree(older, index / "faiss")
 
-    with pytest.warns(IndexOutOfStepWarning, match="older copy"):
-        stats(index=index)
-    assert not check_index(index).ok
-    summary = index_folder(root, index=index, model=TINY, workers=0)
-    assert summary.unchanged and any("older copy" in w for w in summary.warnings)
     assert _image_hits(index) == pruned and check_index(index).ok
+
+
+# --- back end out of step --------------------------------------------------------------------------
 
 
 def test_deleted_qdrant_edge_collection_is_warned_about_and_brought_back(tmp_path):

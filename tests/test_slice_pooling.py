@@ -24,6 +24,7 @@ from radsearch.encoders.slice_pooling import (
 )
 from radsearch.indexer import aggregate, index_folder
 from radsearch.storage.store import CATALOG_FILE
+from radsearch.storage.vectors import read_by_ids, read_vectors
 from radsearch.training.pooling import fit_slice_pooling, load_slice_pooling, save_slice_pooling
 
 DIM = 32
@@ -259,15 +260,16 @@ def _series_vectors(index: Path) -> dict[tuple, np.ndarray]:
     """Series vectors keyed by their sorted slice positions (series keys are salted per index)."""
     conn = sqlite3.connect(index / CATALOG_FILE)
     vectors = {}
-    for series_id, blob in conn.execute(
-        "SELECT ref_id, vec FROM vectors WHERE collection = 'series'"
-    ):
+    dim = int(conn.execute("SELECT value FROM meta WHERE key = 'model.dim'").fetchone()[0])
+    for series_id, vector_id in conn.execute(
+        "SELECT ref_id, id FROM vectors WHERE collection = 'series'"
+    ).fetchall():
         positions = tuple(sorted(
             row[0] for row in conn.execute(
                 "SELECT slice_position FROM images WHERE series_id = ?", (series_id,)
             )
         ))
-        vectors[positions] = np.frombuffer(blob, dtype="<f4")
+        vectors[positions] = read_by_ids(conn, [vector_id], dim)[0]
     conn.close()
     return vectors
 
@@ -306,6 +308,7 @@ def test_every_multi_slice_series_gets_a_volume_embedding(shared_data, tmp_path)
     index = tmp_path / "index"
     index_folder(shared_data / "dicom_series", index=index, model="hashing-tiny", workers=0)
     conn = sqlite3.connect(index / CATALOG_FILE)
+    dim = int(conn.execute("SELECT value FROM meta WHERE key = 'model.dim'").fetchone()[0])
     series = conn.execute(
         "SELECT series_id, COUNT(*) FROM images GROUP BY series_id HAVING COUNT(*) > 1"
     ).fetchall()
@@ -316,15 +319,11 @@ def test_every_multi_slice_series_gets_a_volume_embedding(shared_data, tmp_path)
     assert {series_id for series_id, _ in series} <= with_vector
     # hashing-tiny has no trained pooling: each volume embedding is the mean of its slices.
     for series_id, _ in series:
-        slices = np.stack([
-            np.frombuffer(blob, dtype="<f4") for (blob,) in conn.execute(
-                "SELECT vec FROM vectors JOIN images ON images.id = vectors.ref_id "
-                "WHERE collection = 'images' AND images.series_id = ?", (series_id,)
-            )
-        ])
-        volume = conn.execute(
-            "SELECT vec FROM vectors WHERE collection = 'series' AND ref_id = ?", (series_id,)
-        ).fetchone()[0]
-        np.testing.assert_allclose(np.frombuffer(volume, dtype="<f4"), mean_pool(slices), atol=1e-6)
+        slices = read_by_ids(conn, [vector_id for (vector_id,) in conn.execute(
+            "SELECT vectors.id FROM vectors JOIN images ON images.id = vectors.ref_id "
+            "WHERE collection = 'images' AND images.series_id = ?", (series_id,)
+        )], dim)
+        volume = read_vectors(conn, "series", [series_id], dim)[0]
+        np.testing.assert_allclose(volume, mean_pool(slices), atol=1e-6)
     conn.close()
     assert stats(index=index)["series"] == len(with_vector)

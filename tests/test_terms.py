@@ -144,20 +144,21 @@ def test_an_index_written_before_is_renormalised_without_reembedding(kind: str,
         for table in ("images", "series"):
             conn.execute(f"UPDATE {table} SET modality = 'MRI', view = 'Transverse' "
                          "WHERE modality = 'MR' AND view = 'AXIAL'")
-        conn.execute("UPDATE backend_points SET sent = 0")
+        if kind != "faiss":  # the faiss back end reads payloads from the catalog itself
+            conn.execute("UPDATE backend_points SET sent = 0")
     with Store.open_for_writing(index, create_model(TINY).describe()) as store:
         store.sync_backend()
     assert "MRI" in _payload_values(index, kind, tmp_path, "images", "modality")
     with sqlite3.connect(index / "catalog.sqlite") as conn:
         conn.execute("DELETE FROM meta WHERE key = 'terms.version'")
-        vectors_before = conn.execute("SELECT id, vec FROM vectors ORDER BY id").fetchall()
+        vectors_before = conn.execute("SELECT id, slot FROM vectors ORDER BY id").fetchall()
 
     summary = index_folder(tmp_path / "studies", index=index, reports=manifest, workers=0,
                            model=TINY)
 
     assert summary.indexed == 0
     with sqlite3.connect(index / "catalog.sqlite") as conn:
-        assert conn.execute("SELECT id, vec FROM vectors ORDER BY id").fetchall() == vectors_before
+        assert conn.execute("SELECT id, slot FROM vectors ORDER BY id").fetchall() == vectors_before
         for table in ("images", "series"):
             assert {row[0] for row in conn.execute(f"SELECT modality FROM {table}")} == \
                 {"MR", "CT", "DX"}

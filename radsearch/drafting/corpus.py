@@ -10,7 +10,7 @@ from radsearch.drafting.base import DraftLine, ReportSource
 from radsearch.drafting.text import normalise
 from radsearch.storage.store import Store
 from radsearch.drafting.neighbours import sentence_rows
-from radsearch.storage.vectors import blobs_to_matrix
+from radsearch.storage.vectors import read_by_ids
 
 
 class CatalogReports(ReportSource):
@@ -34,7 +34,7 @@ class CatalogReports(ReportSource):
             counts = Counter(normalise(text) for _, text in reports)
             top, count = counts.most_common(1)[0]
             rows = sentence_rows(conn, "1", ())
-        vectors = blobs_to_matrix([row[4] for row in rows], self.store.dim)
+            vectors = read_by_ids(conn, [row[4] for row in rows], self.store.dim)
         by_report: dict[int, list[int]] = {}
         for i, row in enumerate(rows):
             by_report.setdefault(row[2], []).append(i)

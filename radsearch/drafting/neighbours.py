@@ -18,7 +18,7 @@ from radsearch.storage.backends import PointFilter
 from radsearch.drafting.base import Neighbour, NeighbourSentence
 from radsearch.errors import RadsearchError
 from radsearch.storage.store import Store
-from radsearch.storage.vectors import blobs_to_matrix
+from radsearch.storage.vectors import read_by_ids
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,10 @@ def _patients_of(conn: sqlite3.Connection, studies: frozenset[str]) -> set[str]:
 
 
 def sentence_rows(conn: sqlite3.Connection, where: str, args: tuple) -> list[tuple]:
-    """(sentence id, section, report id, text, vector blob) of the sentences that ``where`` selects,
+    """(sentence id, section, report id, text, vector id) of the sentences that ``where`` selects,
     in report order; a sentence without a vector (beyond a report's embedded length) is left out."""
     return conn.execute(
-        "SELECT sentences.id, section, sentences.report_id, sentences.text, vectors.vec FROM sentences "
+        "SELECT sentences.id, section, sentences.report_id, sentences.text, vectors.id FROM sentences "
         "JOIN vectors ON vectors.collection = 'sentences' AND vectors.ref_id = sentences.id "
         f"WHERE {where} ORDER BY sentences.report_id, sentences.idx", args).fetchall()
 
@@ -103,7 +103,7 @@ def _neighbour(conn: sqlite3.Connection, study: str, score: float, dim: int) -> 
     reports = [row[0] for row in conn.execute(
         "SELECT text FROM reports WHERE study_id = ? ORDER BY id", (study_id,))]
     rows = sentence_rows(conn, "sentences.study_id = ?", (study_id,))
-    vectors = blobs_to_matrix([row[4] for row in rows], dim)
+    vectors = read_by_ids(conn, [row[4] for row in rows], dim)
     sentences = tuple(NeighbourSentence(row[1], position, row[3], vectors[position])
                       for position, row in enumerate(rows))
     return Neighbour(study, float(score), "\n\n".join(reports), sentences)

@@ -1,21 +1,23 @@
 """The SQLite catalog: files, studies, series, images, reports, sentences and their vectors.
 
-The catalog is the single source of truth. Vectors are stored here as float32 blobs in the same
-transaction as the rows they belong to, so a killed run never leaves a row without its vector or the
-reverse; the FAISS files are a derived, rebuildable cache (see ``vectors.py``). Triggers delete a
-row's vector with the row.
+The catalog is the single source of truth. Each row's vector is a row of the ``vectors`` table,
+inserted in the same transaction as the row it belongs to, so a killed run never leaves a row without
+its vector or the reverse; the vector itself is a slot of the vector file beside the catalog, written
+and made durable before that transaction commits (see ``vectors.py``). Search structures are derived,
+rebuildable caches. Triggers delete a row's vector with the row.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from radsearch import terms
 from radsearch.errors import RadsearchError
+from radsearch.storage import sqlite as sqlite_helper
+from radsearch.storage import vectors
+from radsearch.storage.sqlite import connect_read_only as _connect_read_only
+from radsearch.storage.sqlite import transaction
 
 SCHEMA_VERSION = "1"
 
@@ -107,7 +109,7 @@ CREATE TABLE IF NOT EXISTS vectors (
     id INTEGER PRIMARY KEY,
     collection TEXT NOT NULL,
     ref_id INTEGER NOT NULL,
-    vec BLOB NOT NULL,
+    slot INTEGER NOT NULL,  -- the vector's row in the vector file (vectors.py)
     UNIQUE (collection, ref_id)
 );
 
@@ -169,23 +171,23 @@ def damaged(path: Path, error: object) -> CatalogDamagedError:
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """Open the catalog; WAL mode lets searches read a consistent snapshot while a run writes.
+    A writer's connection moves an older index's vector blobs into the vector file.
     A file that is not a whole SQLite database raises CatalogDamagedError (one line)."""
     try:
         if readonly:
             conn = connect_read_only(path)
             conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         else:
-            conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn = sqlite_helper.connect(path, factory=sqlite_helper.CatalogConnection)
+            vectors.vector_file(conn)  # its fsync runs before each commit
             with transaction(conn):
-                for statement in _SCHEMA.split(";\n"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in _statements():
+                    conn.execute(statement)
                 conn.execute(
                     "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                     (SCHEMA_VERSION,),
                 )
+            vectors.migrate(conn, _statements())
     except sqlite3.DatabaseError as error:
         if is_damage(error):
             raise damaged(path, error) from None
@@ -195,6 +197,10 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     if not readonly:
         normalise_terms(conn)
     return conn
+
+
+def _statements() -> list[str]:
+    return [statement for statement in _SCHEMA.split(";\n") if statement.strip()]
 
 
 def is_damage(error: sqlite3.DatabaseError) -> bool:
@@ -216,32 +222,8 @@ def quick_check(conn: sqlite3.Connection) -> str | None:
 
 
 def connect_read_only(path: Path) -> sqlite3.Connection:
-    """A read-only connection; on a read-only file system, where SQLite cannot make the WAL's
-    shared-memory file, the database is opened as immutable (nothing can change it there)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
-    try:
-        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-    except sqlite3.OperationalError:
-        conn.close()
-        if os.access(Path(path).parent, os.W_OK):
-            raise
-        conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True, isolation_level=None)
-    return conn
-
-
-@contextmanager
-def transaction(conn: sqlite3.Connection, *, write: bool = True) -> Iterator[sqlite3.Connection]:
-    """One atomic unit: everything inside commits together or not at all.
-
-    A read transaction (``write=False``) pins one consistent snapshot of the catalog in WAL mode.
-    """
-    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    """A read-only connection to a catalog (see ``sqlite.connect_read_only``)."""
+    return _connect_read_only(path, factory=sqlite_helper.CatalogConnection)
 
 
 def get_meta(conn: sqlite3.Connection) -> dict[str, str]:

@@ -26,10 +26,11 @@ import sqlite3
 import uuid
 
 from radsearch.storage.backends.base import Point
-from radsearch.storage.vectors import blobs_to_matrix
+from radsearch.storage.sqlite import chunks
+from radsearch.storage.sqlite import marks as _marks
+from radsearch.storage.vectors import read_by_ids
 
 NAMESPACE = uuid.UUID("3b8f6a52-0d5e-5c1e-9a57-2f6c1d8e4b90")
-_CHUNK = 900
 PREVIEW_IMAGES = 3
 
 # Each vector's version: its id (a changed vector gets a new id) and the study fields its payload
@@ -79,29 +80,24 @@ def build_points(
     conn: sqlite3.Connection, collection: str, vector_ids: list[int], dim: int
 ) -> list[tuple[int, Point]]:
     """(vector id, point) for the given catalog vectors of ``collection`` that still exist."""
-    builder = {"images": _images, "series": _series, "studies": _studies,
-               "sentences": _sentences}[collection]
     out: list[tuple[int, Point]] = []
-    for start in range(0, len(vector_ids), _CHUNK):
-        chunk = vector_ids[start : start + _CHUNK]
-        rows = builder(conn, chunk)
-        vectors = _vectors(conn, [vid for vid, _, _ in rows], dim)
-        out += [(vid, Point(pid, vectors[vid], payload)) for vid, pid, payload in rows]
+    for chunk in chunks(vector_ids):
+        rows = build_payloads(conn, collection, chunk)
+        vectors = read_by_ids(conn, [vid for vid, _, _ in rows], dim)
+        out += [(vid, Point(pid, vectors[i], payload))
+                for i, (vid, pid, payload) in enumerate(rows)]
     return out
 
 
-def _marks(values: list) -> str:
-    return ",".join("?" * len(values))
-
-
-def _vectors(conn: sqlite3.Connection, vector_ids: list[int], dim: int) -> dict:
-    if not vector_ids:
-        return {}
-    rows = conn.execute(
-        f"SELECT id, vec FROM vectors WHERE id IN ({_marks(vector_ids)})", vector_ids
-    ).fetchall()
-    matrix = blobs_to_matrix([blob for _, blob in rows], dim)
-    return {vid: matrix[i] for i, (vid, _) in enumerate(rows)}
+def build_payloads(conn: sqlite3.Connection, collection: str,
+                   vector_ids: list[int]) -> list[tuple[int, str, dict]]:
+    """(vector id, point id, payload) for the given catalog vectors that still exist."""
+    builder = {"images": _images, "series": _series, "studies": _studies,
+               "sentences": _sentences}[collection]
+    out: list[tuple[int, str, dict]] = []
+    for chunk in chunks(vector_ids):
+        out += builder(conn, list(chunk))
+    return out
 
 
 def _images(conn: sqlite3.Connection, vector_ids: list[int]) -> list[tuple[int, str, dict]]:
@@ -167,8 +163,8 @@ def _sentences(conn: sqlite3.Connection, vector_ids: list[int]) -> list[tuple[in
 def study_cards(conn: sqlite3.Connection, study_ids: list[int]) -> dict[int, dict]:
     """Catalog study id -> the study's card (see the module doc)."""
     cards: dict[int, dict] = {}
-    for start in range(0, len(study_ids), _CHUNK):
-        chunk = study_ids[start : start + _CHUNK]
+    for chunk in chunks(study_ids):
+        chunk = list(chunk)
         marks = _marks(chunk)
         for sid, key, date, description in conn.execute(
             f"SELECT id, key, study_date, description FROM studies WHERE id IN ({marks})", chunk

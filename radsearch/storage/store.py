@@ -3,7 +3,9 @@
 Layout::
 
     INDEX/catalog.sqlite      catalog (WAL mode) - the source of truth, with the back-end ledger
-    INDEX/faiss/              the faiss back end: points.sqlite + one .faiss file per collection
+    INDEX/vectors.f32         every vector, once, at full precision (``vectors.py``)
+    INDEX/faiss/              the faiss back end's saved codes (IVF-SQ8 above 50k vectors): it
+                              searches the catalog's own vectors and rows (``catalog_backend``)
     INDEX/qdrant-edge/        the qdrant-edge back end: one Edge shard per collection
 
 The one run that writes holds an OS lock (flock) on the index folder itself for its whole length,
@@ -30,8 +32,8 @@ from pathlib import Path
 
 from radsearch import health, keys
 
-from radsearch.storage import catalog
-from radsearch.storage.backends import Backend, BackendSpec, open_backend
+from radsearch.storage import catalog, vectors
+from radsearch.storage.backends import FAISS_DIR, Backend, BackendSpec, open_backend
 from radsearch.storage import sync as backend_sync
 from radsearch.storage.backends.base import StoreDamagedError, StoreUnopenableError
 from radsearch.errors import (
@@ -101,6 +103,9 @@ class Store:
             if problem is not None:
                 raise catalog.damaged(path / CATALOG_FILE, problem)
             store._claim_model(model_record(describe))
+            problem = vectors.check(store.conn, store.dim)
+            if problem is not None:
+                raise vectors.VectorFileError(problem)
             store._claim_ct_windows(ct_windows)
             store._claim_shard(shard)
             catalog.claim_phi(store.conn, keep_phi, path)
@@ -133,6 +138,7 @@ class Store:
             raise
         store = cls(path, conn, lock, spec_of(conn))
         try:
+            vectors.remove_stale(conn)
             prepare(store)
         except BaseException:
             store.close()
@@ -149,6 +155,11 @@ class Store:
                 conn.close()  # a first run stopped before its first commit (a full disk)
                 raise IndexNotFoundError(f"{path}: no radsearch index here yet (run `radsearch "
                                          "index` first)")
+            dim = catalog.get_meta(conn).get("model.dim")
+            problem = vectors.check(conn, int(dim)) if dim else None
+            if problem is not None:
+                conn.close()
+                raise vectors.VectorFileError(problem)
             recorded = _recorded_spec(conn) or BackendSpec()
             if backend is not None and (backend.kind, backend.url) != (recorded.kind, recorded.url):
                 conn.close()
@@ -236,9 +247,6 @@ class Store:
     def _holds_files(self) -> bool:
         return self.conn.execute("SELECT 1 FROM files LIMIT 1").fetchone() is not None
 
-    def _holds_vectors(self) -> bool:
-        return self.conn.execute("SELECT 1 FROM vectors LIMIT 1").fetchone() is not None
-
     def _claim_backend(self, requested: BackendSpec | None) -> None:
         recorded = _recorded_spec(self.conn)
         if requested is None:
@@ -273,7 +281,10 @@ class Store:
                 f"{describe_ct_windows(ct_windows_from_record(theirs))}, not "
                 f"{describe_ct_windows(self.ct_windows)}: use the same --ct-windows on every machine")
         self._agree_on_key(record, mine)
-        backend_sync.bind(self.conn, record["instance"])
+        if self.spec.kind == "faiss":
+            backend_sync.drop_ledger(self.conn)  # it searches the catalog: nothing is sent
+        else:
+            backend_sync.bind(self.conn, record["instance"])
         self._release_exclusive()
 
     # -- the back end in step with the catalog ------------------------------------------------
@@ -332,10 +343,14 @@ class Store:
     def backend(self) -> Backend:
         """The search back end, opened on first use (read-only for a reader)."""
         if self._backend is None:
-            if self.conn is not None and "backend" not in self.meta and self._holds_vectors():
-                raise RadsearchError(f"{self.path}: this index was made by an older radsearch: run "
-                                     "`radsearch index` on it once to fill its search back end")
             name = self.meta["model.name"] if self.conn is not None or self._record else None
+            if self.spec.kind == "faiss" and self.conn is not None:
+                from radsearch.storage.backends.catalog_backend import CatalogBackend
+
+                self._backend = CatalogBackend(self.conn, self.path / FAISS_DIR, self.dim,
+                                               read_only=self._lock is None,
+                                               options=dict(self.spec.options))
+                return self._backend
             try:
                 self._backend = open_backend(self.spec, self.path, vector_name=name,
                                              read_only=self._lock is None)
@@ -352,7 +367,7 @@ class Store:
 
         warnings.warn(f"{error}; meanwhile answering from the catalog (exact search over its "
                       "vectors, slower on a large index)", StoreUnavailableWarning, stacklevel=4)
-        return CatalogBackend(self.conn, self.dim)
+        return CatalogBackend(self.conn, None, self.dim, options={"faiss_index": "flat"})
 
     def _release_exclusive(self) -> None:
         """A store that admits one process at a time is held only while used."""
@@ -361,7 +376,13 @@ class Store:
             self._backend = None
 
     def sync_backend(self, collections: tuple[str, ...] = catalog.COLLECTIONS) -> dict:
-        """Bring the back end in step with the catalog (see ``backends.sync``) and persist it."""
+        """Bring the back end in step with the catalog (see ``backends.sync``) and persist it;
+        the faiss back end, which searches the catalog itself, only brings its codes up to date
+        (after the vector file is compacted, when deletions left it mostly dead)."""
+        if self.spec.kind == "faiss":
+            vectors.compact(self.conn, self.dim)
+            return {name: backend_sync.SyncCounts(sent=added, deleted=removed)
+                    for name, (added, removed) in self.backend.catch_up(collections).items()}
         try:
             return backend_sync.sync(self.conn, self.backend, self.dim, collections)
         finally:
@@ -419,6 +440,7 @@ class Store:
             self._backend.close()
             self._backend = None
         if self.conn is not None:
+            vectors.vector_file(self.conn).close()
             self.conn.close()
         if self._lock is not None:
             os.close(self._lock)  # releases the flock

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from radsearch.storage import catalog
 from radsearch.storage import payloads
 from radsearch.storage.backends.base import Backend
+from radsearch.storage.sqlite import chunks, marks
 
 _LEDGER = """
 CREATE TABLE IF NOT EXISTS backend_points (
@@ -34,7 +35,6 @@ CREATE INDEX IF NOT EXISTS backend_points_point ON backend_points(collection, po
 CREATE INDEX IF NOT EXISTS backend_points_unsent ON backend_points(collection, point_id)
     WHERE sent = 0;
 """
-_CHUNK = 900
 
 
 @dataclass
@@ -48,6 +48,14 @@ def ensure_ledger(conn: sqlite3.Connection) -> None:
         for statement in _LEDGER.split(";\n"):
             if statement.strip():
                 conn.execute(statement)
+
+
+def drop_ledger(conn: sqlite3.Connection) -> None:
+    """A back end that reads the catalog itself (faiss) is sent nothing: no ledger to keep."""
+    with catalog.transaction(conn):
+        conn.execute("DROP TABLE IF EXISTS backend_points")
+        conn.execute("DELETE FROM meta WHERE key IN (?, ?, ?, ?)",
+                     ("backend.instance", GENERATION_KEY, POINTS_KEY, SYNCING_KEY))
 
 
 def bind(conn: sqlite3.Connection, instance: str) -> bool:
@@ -159,11 +167,9 @@ def sync_collection(conn: sqlite3.Connection, backend: Backend, collection: str,
         doomed = sorted(gone_points - kept)
         backend.delete(collection, doomed)
         counts.deleted = len(doomed)
-        for start in range(0, len(gone), _CHUNK):
-            part = gone[start : start + _CHUNK]
+        for part in chunks(gone):
             with catalog.transaction(conn):
-                conn.execute(f"DELETE FROM backend_points WHERE vector_id IN "
-                             f"({','.join('?' * len(part))})", part)
+                conn.execute(f"DELETE FROM backend_points WHERE vector_id IN ({marks(part)})", part)
     return counts
 
 

@@ -1,4 +1,6 @@
-"""The embedded default back end: FAISS indexes over a SQLite store of points.
+"""FAISS indexes over a SQLite store of points of their own, for a directory without a catalog
+(an index folder's ``faiss`` back end searches its catalog instead: ``catalog_backend``). The contract
+suite and the search benchmarks use it as a stand-alone store.
 
 Layout::
 
@@ -45,11 +47,13 @@ from radsearch.storage.backends.faiss_index import (
     resolve_device,
     training_sample,
 )
-from radsearch.storage.catalog import connect_read_only, quick_check
+from radsearch.storage.catalog import quick_check
+from radsearch.storage import sqlite as sqlite_helper
+from radsearch.storage.sqlite import blobs_to_matrix as _matrix
+from radsearch.storage.sqlite import chunks, marks
 from radsearch.errors import RadsearchError
 
 POINTS_FILE = "points.sqlite"
-_CHUNK = 900  # SQLite host parameters per statement, with room to spare
 _BUILD_CHUNK = 50_000
 
 _SCHEMA = """
@@ -102,12 +106,10 @@ class FaissBackend(Backend):
         self._info: dict[str, tuple[int, IndexChoice]] = {}
         path = self.directory / POINTS_FILE
         if read_only:
-            self.conn = connect_read_only(path) if path.exists() else None
+            self.conn = sqlite_helper.connect_read_only(path) if path.exists() else None
         else:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn = sqlite_helper.connect(path)
             self.conn.executescript(_SCHEMA)
 
     # -- bookkeeping --------------------------------------------------------------------------
@@ -115,25 +117,17 @@ class FaissBackend(Backend):
     def _write(self) -> Iterator[sqlite3.Connection]:
         if self.read_only or self.conn is None:
             raise RadsearchError(f"{self.directory}: opened read-only")
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with sqlite_helper.transaction(self.conn):
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
 
     @contextmanager
     def _snapshot(self) -> Iterator[None]:
         """One consistent view of points.sqlite for a reader (a run may commit meanwhile)."""
-        if not self.read_only or self.conn is None or self.conn.in_transaction:
+        if not self.read_only or self.conn is None:
             yield
             return
-        self.conn.execute("BEGIN")
-        try:
+        with sqlite_helper.snapshot(self.conn):
             yield
-        finally:
-            self.conn.execute("COMMIT")
 
     def _refresh(self) -> None:
         """Reload the collection list, and reconcile loaded indexes with what another connection
@@ -230,13 +224,9 @@ class FaissBackend(Backend):
             index.add(self._vectors(chunk, index.dim), chunk)
 
     def _vectors(self, fids: np.ndarray, dim: int) -> np.ndarray:
-        found: dict[int, bytes] = {}
         ids = [int(f) for f in fids]
-        for start in range(0, len(ids), _CHUNK):
-            part = ids[start : start + _CHUNK]
-            found.update(self.conn.execute(
-                f"SELECT fid, vec FROM point_vectors WHERE fid IN ({','.join('?' * len(part))})",
-                part))
+        found = dict(sqlite_helper.select_in(
+            self.conn, "SELECT fid, vec FROM point_vectors WHERE fid IN ({marks})", ids))
         return _matrix([found[i] for i in ids], dim)
 
     def _rebuild(self, name: str, choice: IndexChoice | None = None) -> None:
@@ -275,7 +265,7 @@ class FaissBackend(Backend):
         vectors = np.stack([np.asarray(p.vector, dtype=np.float32).reshape(-1) for p in latest])
         if vectors.shape[1] != dim:
             raise RadsearchError(f"{collection}: vectors are {vectors.shape[1]}-d, expected {dim}-d")
-        blobs = [vector.astype("<f4").tobytes() for vector in vectors]
+        blobs = [sqlite_helper.blob(vector) for vector in vectors]
         with self._write() as conn:
             # A point whose vector is unchanged keeps its place in the index: only its payload is
             # rewritten (no removal, so no rebuild of an HNSW or IVF index).
@@ -304,16 +294,14 @@ class FaissBackend(Backend):
                       blobs: list[bytes]) -> dict[str, int]:
         """Point id -> fid of the stored points whose vector equals the one given."""
         wanted = {point.id: blob for point, blob in zip(points, blobs)}
-        ids = list(wanted)
         same = {}
-        for start in range(0, len(ids), _CHUNK):
-            part = ids[start : start + _CHUNK]
-            for fid, point_id, blob in conn.execute(
-                "SELECT p.fid, p.id, v.vec FROM points AS p JOIN point_vectors AS v ON v.fid = p.fid "
-                f"WHERE p.collection = ? AND p.id IN ({','.join('?' * len(part))})", (collection, *part)
-            ):
-                if blob == wanted[point_id]:
-                    same[point_id] = fid
+        for fid, point_id, blob in sqlite_helper.select_in(
+            conn, "SELECT p.fid, p.id, v.vec FROM points AS p JOIN point_vectors AS v "
+            "ON v.fid = p.fid WHERE p.collection = ? AND p.id IN ({marks})", list(wanted),
+            before=(collection,)
+        ):
+            if blob == wanted[point_id]:
+                same[point_id] = fid
         return same
 
     @staticmethod
@@ -331,16 +319,11 @@ class FaissBackend(Backend):
         self._apply(collection, removed, None, None)
 
     def _remove(self, conn: sqlite3.Connection, collection: str, ids: list[str]) -> np.ndarray:
-        fids: list[int] = []
-        for start in range(0, len(ids), _CHUNK):
-            part = ids[start : start + _CHUNK]
-            fids += [row[0] for row in conn.execute(
-                f"SELECT fid FROM points WHERE collection = ? AND id IN ({','.join('?' * len(part))})",
-                (collection, *part),
-            )]
-        for start in range(0, len(fids), _CHUNK):
-            part = fids[start : start + _CHUNK]
-            conn.execute(f"DELETE FROM points WHERE fid IN ({','.join('?' * len(part))})", part)
+        fids = [row[0] for row in sqlite_helper.select_in(
+            conn, "SELECT fid FROM points WHERE collection = ? AND id IN ({marks})", ids,
+            before=(collection,))]
+        for part in chunks(fids):
+            conn.execute(f"DELETE FROM points WHERE fid IN ({marks(part)})", part)
         return np.asarray(fids, dtype=np.int64)
 
     def _apply(self, collection: str, removed: np.ndarray, vectors, fids) -> None:
@@ -399,10 +382,8 @@ class FaissBackend(Backend):
             f"SELECT p.fid FROM points AS p WHERE {where}", args)), dtype=np.int64)
 
     def _payloads(self, fids: np.ndarray) -> dict[int, tuple[str, dict]]:
-        ids = fids.tolist()
         found = {}
-        for start in range(0, len(ids), _CHUNK):
-            part = ids[start : start + _CHUNK]
+        for part in chunks(fids.tolist()):
             rows = self.conn.execute(_PAYLOAD_SQL.get(len(part)) or _payload_sql(len(part)),
                                      part).fetchall()
             # One JSON document for all of them: a search's cost is mostly per-call overhead.
@@ -515,7 +496,7 @@ def inspect_store(directory: Path, *, thorough: bool = False) -> StoreView | Non
     if not path.exists():
         return None
     try:
-        conn = connect_read_only(path)
+        conn = sqlite_helper.connect_read_only(path)
         try:
             if thorough:
                 problem = quick_check(conn)
@@ -548,9 +529,3 @@ def _payload_sql(count: int) -> str:
 
 def _dumps(payload: dict) -> str:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-
-
-def _matrix(blobs: list[bytes], dim: int) -> np.ndarray:
-    if not blobs:
-        return np.zeros((0, dim), dtype=np.float32)
-    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim).astype(np.float32)

@@ -8,6 +8,11 @@ gap), and a graph walked from such a query needs a very deep search: on benchmar
 1M vectors (15 QPS), where IVF4096-SQ8 with re-ranking reached 0.973 at nprobe 683 (78 QPS); PQ
 codes are too coarse for the near-ties at the top of such a ranking (0.80 at nprobe 1024).
 
+Given ``vectors_of`` (full-precision vectors by id, e.g. the catalog's vector file), an index holds
+no full-precision copy of its own: IVF and HNSW keep only their 8-bit (or PQ) codes and re-rank their
+candidates with ``vectors_of``; a flat index is filled in memory and never saved. Without it, the
+codes are re-ranked by a refine index that stores every vector a second time (``RFlat``).
+
 External ids are int64 (``IndexIDMap2``). Exact (``flat``) indexes remove ids in place; HNSW and
 the IVF kinds cannot, so their owner rebuilds them after deletions. Filtered searches return min(k,
 passing) hits: a selective filter is answered exactly over the passing vectors (reconstructed
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +48,7 @@ GPU_EXACT_LIMIT = 5_000_000  # on a GPU, brute force stays the better choice muc
 MMAP_BYTES = 256 << 20  # readers memory-map index files at least this large
 _FILTER_EXACT_LIMIT = 20_000  # a filter passing at most this many vectors is answered exactly
 _RECONSTRUCT_CHUNK = 65_536
+_HNSW_K_FACTOR = 4  # candidates per hit an HNSW graph over 8-bit codes re-ranks
 
 
 @dataclass(frozen=True)
@@ -126,10 +133,12 @@ class FaissIndex:
     """An ``IndexIDMap2`` over the chosen index. Not thread-safe; one per collection."""
 
     def __init__(self, dim: int, choice: IndexChoice, index: faiss.Index | None = None,
-                 device: str = "cpu", search_params: dict | None = None):
+                 device: str = "cpu", search_params: dict | None = None,
+                 vectors_of: Callable[[np.ndarray], np.ndarray] | None = None):
         self.dim = dim
         self.choice = choice
         self.device = device
+        self.vectors_of = vectors_of  # None: the index keeps the full vectors itself
         # Search-time parameters may differ from the recorded ones without rebuilding.
         merged = {**choice.params, **(search_params or {})}
         self.search_params = {key: value for key, value in merged.items() if key in SEARCH_PARAMS}
@@ -141,14 +150,15 @@ class FaissIndex:
     # -- building -----------------------------------------------------------------------------
     def _empty(self) -> faiss.Index:
         params = self.choice.params
+        refine = "" if self.external else ",RFlat"
         if self.choice.kind == "flat":
             spec = "IDMap2,Flat"
         elif self.choice.kind == "hnsw":
-            spec = f"IDMap2,HNSW{params['m']},Flat"
+            spec = f"IDMap2,HNSW{params['m']}_SQ8" if self.external else f"IDMap2,HNSW{params['m']},Flat"
         elif self.choice.kind == "ivfsq":
-            spec = f"IDMap2,IVF{params['nlist']},SQ8,RFlat"
+            spec = f"IDMap2,IVF{params['nlist']},SQ8{refine}"
         else:
-            spec = f"IDMap2,IVF{params['nlist']},PQ{params['pq_m']}x8,RFlat"
+            spec = f"IDMap2,IVF{params['nlist']},PQ{params['pq_m']}x8{refine}"
         index = faiss.index_factory(self.dim, spec, faiss.METRIC_INNER_PRODUCT)
         if self.choice.kind == "hnsw":
             faiss.downcast_index(index.index).hnsw.efConstruction = int(params["ef_construction"])
@@ -156,6 +166,11 @@ class FaissIndex:
             # Polysemous codes (on by default) cost 10x the training time and are not searched.
             faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
         return index
+
+    @property
+    def external(self) -> bool:
+        """Codes here, full vectors elsewhere (``vectors_of``): re-ranked by this class."""
+        return self.vectors_of is not None and self.choice.kind != "flat"
 
     def train(self, vectors: np.ndarray) -> None:
         """Train an IVF index on a sample of its vectors (see ``training_sample``)."""
@@ -195,6 +210,8 @@ class FaissIndex:
         self._gpu_index = None
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        if self.vectors_of is not None:
+            return self.vectors_of(np.asarray(ids, dtype=np.int64))
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         for start in range(0, len(ids), _RECONSTRUCT_CHUNK):
             chunk = np.ascontiguousarray(ids[start : start + _RECONSTRUCT_CHUNK], dtype=np.int64)
@@ -208,7 +225,8 @@ class FaissIndex:
             space.set_index_parameter(self.index, "efSearch", int(params["ef_search"]))
         elif self.choice.kind in TRAINED_KINDS:
             space.set_index_parameter(self.index, "nprobe", int(params["nprobe"]))
-            space.set_index_parameter(self.index, "k_factor_rf", float(params["k_factor"]))
+            if not self.external:
+                space.set_index_parameter(self.index, "k_factor_rf", float(params["k_factor"]))
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, path: Path) -> None:
@@ -226,7 +244,8 @@ class FaissIndex:
 
     @classmethod
     def load(cls, path: Path, dim: int, choice: IndexChoice, *, mmap: bool = False,
-             device: str = "cpu", search_params: dict | None = None) -> FaissIndex | None:
+             device: str = "cpu", search_params: dict | None = None,
+             vectors_of: Callable[[np.ndarray], np.ndarray] | None = None) -> FaissIndex | None:
         """The index saved at ``path``, or None when it is missing, unreadable or of another shape.
         ``mmap`` maps the vectors from the file instead of reading them (read-only use)."""
         if not path.exists():
@@ -238,7 +257,9 @@ class FaissIndex:
             return None  # an unreadable cache is rebuilt by its owner
         if index.d != dim or _kind_of(index) != choice.kind:
             return None
-        loaded = cls(dim, choice, index, device, search_params)
+        if _refined(index) == (vectors_of is not None):
+            return None  # codes saved for the other way of re-ranking
+        loaded = cls(dim, choice, index, device, search_params, vectors_of)
         loaded.mapped = mmap
         return loaded
 
@@ -279,7 +300,21 @@ class FaissIndex:
             if self._gpu_index is None:
                 self._gpu_index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, self.index)
             return self._gpu_index.search(query, k)
-        return self.index.search(query, k, params=self._depth(k))
+        return self._ranked(query, k)
+
+    def _ranked(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The index's top k, its codes' candidates re-ranked exactly when ``external``."""
+        if not self.external:
+            return self.index.search(query, k, params=self._depth(k))
+        fetch = min(self.size, k * int(self.search_params.get("k_factor", _HNSW_K_FACTOR)))
+        _, found = self.index.search(query, fetch, params=self._depth(fetch))
+        found = found[0][found[0] >= 0]
+        scores = self.vectors_of(found) @ query[0] if len(found) else np.zeros(0, np.float32)
+        order = np.argsort(-scores, kind="stable")[:k]
+        out_scores = np.full((1, k), -np.inf, dtype=np.float32)
+        out_ids = np.full((1, k), -1, dtype=np.int64)
+        out_scores[0, : len(order)], out_ids[0, : len(order)] = scores[order], found[order]
+        return out_scores, out_ids
 
     def _depth(self, k: int):
         """Search parameters deep enough for k hits: HNSW finds at most efSearch neighbours (Qdrant's
@@ -295,6 +330,8 @@ class FaissIndex:
         if needed <= nprobe:
             return None
         lists = faiss.SearchParametersIVF(nprobe=min(nlist, needed))
+        if self.external:
+            return lists
         params = faiss.IndexRefineSearchParameters(
             k_factor=float(self.search_params["k_factor"]), base_index_params=lists)
         params.lists = lists  # the wrapper does not own it: keep it alive while searching
@@ -314,7 +351,7 @@ class FaissIndex:
         blocked_sorted = None if excluded is None else np.sort(excluded)
         while True:
             fetch = min(fetch, self.size)
-            scores, ids = self.index.search(query, fetch, params=self._depth(fetch))
+            scores, ids = self._ranked(query, fetch)
             scores, ids = scores[0], ids[0]
             keep = ids >= 0
             if allowed_sorted is not None:
@@ -343,11 +380,24 @@ def _contains(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 def _kind_of(index: faiss.Index) -> str | None:
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else None
+    if isinstance(inner, faiss.IndexRefine):
+        inner = faiss.downcast_index(inner.base_index)
     if isinstance(inner, faiss.IndexHNSW):
         return "hnsw"
-    if isinstance(inner, faiss.IndexRefine):
-        base = faiss.downcast_index(inner.base_index)
-        return "ivfsq" if isinstance(base, faiss.IndexIVFScalarQuantizer) else "ivfpq"
+    if isinstance(inner, faiss.IndexIVFScalarQuantizer):
+        return "ivfsq"
+    if isinstance(inner, faiss.IndexIVFPQ):
+        return "ivfpq"
     if isinstance(inner, faiss.IndexFlat):
         return "flat"
     return None
+
+
+def _refined(index: faiss.Index) -> bool:
+    """True when the saved index re-ranks with full vectors of its own (RFlat, or HNSW over Flat)."""
+    inner = faiss.downcast_index(index.index)
+    if isinstance(inner, faiss.IndexRefine):
+        return True
+    if isinstance(inner, faiss.IndexHNSW):
+        return isinstance(faiss.downcast_index(inner.storage), faiss.IndexFlat)
+    return isinstance(inner, faiss.IndexFlat)

@@ -1,0 +1,132 @@
+"""The faiss back end of an index answers from the catalog itself: every search, count and fetch
+equals the contract's reference semantics (exact search; ``PointFilter.matches`` on the payloads the
+catalog's rows make), under every kind of filter, in every collection, with flat and IVF indexes."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from radsearch.indexer import index_folder
+from radsearch.storage import payloads
+from radsearch.storage.backends import PointFilter
+from radsearch.storage.backends.base import exact_search
+from radsearch.storage.backends.catalog_backend import CatalogBackend
+from radsearch.storage.store import Store
+from radsearch.storage.vectors import read_by_ids
+from tests.corpus import build_corpus
+
+TINY = "hashing-tiny"
+COLLECTIONS = ("images", "series", "studies", "sentences")
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory, shared_data) -> Path:
+    root = tmp_path_factory.mktemp("catalog-backend") / "studies"
+    info = build_corpus(root, shared_data, medpix_images=12)
+    twice = root / "twice"  # one image twice in one study: one point
+    twice.mkdir()
+    other = sorted((shared_data / "medpix2" / "images").iterdir())[-1]  # in no other study
+    assert other.name not in {Path(row["image_path"]).name for row in info["medpix"]}
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(other, twice / name)
+    index = tmp_path_factory.mktemp("catalog-backend") / "index"
+    index_folder(root, index=index, reports=info["reports_csv"], model=TINY, workers=0)
+    return index
+
+
+def _reference(conn, collection: str, dim: int) -> tuple[list[str], list[dict], np.ndarray]:
+    """Every point of a collection as the contract defines it: one per point id, made by the
+    newest row (the largest vector id)."""
+    ids = [row[0] for row in conn.execute(
+        "SELECT id FROM vectors WHERE collection = ? ORDER BY id", (collection,))]
+    latest: dict[str, tuple[int, dict]] = {}
+    for vid, pid, payload in sorted(payloads.build_payloads(conn, collection, ids)):
+        latest[pid] = (vid, payload)
+    points = list(latest.items())
+    vectors = read_by_ids(conn, [vid for _, (vid, _) in points], dim)
+    return [pid for pid, _ in points], [payload for _, (_, payload) in points], vectors
+
+
+def _filters(payloads_: list[dict]) -> list[PointFilter]:
+    values = {field: sorted({v for p in payloads_ for v in
+                             (p.get(field) if isinstance(p.get(field), list) else [p.get(field)])
+                             if v is not None})
+              for field in ("modality", "body_part", "view", "study", "series")}
+    days = sorted(p["study_day"] for p in payloads_ if p.get("study_day"))
+    out = [PointFilter()]
+    for field, found in values.items():
+        for value in found[:2]:
+            out.append(PointFilter.build(any_of={field: [value]}))
+            out.append(PointFilter.build(none_of={field: [value]}))
+    out.append(PointFilter.build(any_of={"modality": ["CT", "MR"]}, none_of={"view": ["AXIAL"]}))
+    out.append(PointFilter.build(any_of={"modality": ["NOT A MODALITY"]}))
+    if days:
+        middle = days[len(days) // 2]
+        out += [PointFilter.build(ranges={"study_day": (middle, None)}),
+                PointFilter.build(ranges={"study_day": (None, middle)}),
+                PointFilter.build(any_of={"modality": values["modality"][:1]},
+                                  ranges={"study_day": (days[0], days[-1])})]
+    return out
+
+
+@pytest.mark.parametrize("options", [{}, {"faiss_index": "ivfsq", "faiss_params": {
+    "nlist": 2, "nprobe": 2, "k_factor": 64}}], ids=["flat", "ivfsq"])
+def test_search_count_and_fetch_equal_the_reference_semantics(index, options, tmp_path):
+    store = Store.open_for_reading(index)
+    backend = CatalogBackend(store.conn, tmp_path / "faiss", store.dim, read_only=True,
+                             options=options)
+    try:
+        rng = np.random.default_rng(0)
+        checked = 0
+        for collection in COLLECTIONS:
+            ids, payloads_, vectors = _reference(store.conn, collection, store.dim)
+            assert ids, collection
+            for flt, query in itertools.product(_filters(payloads_), range(2)):
+                vector = rng.standard_normal(store.dim).astype(np.float32)
+                vector /= np.linalg.norm(vector)
+                passing = np.asarray([i for i, p in enumerate(payloads_) if flt.matches(p)],
+                                     dtype=np.int64)
+                scores, _ = exact_search(vectors[passing], vector, 5)
+                hits = backend.search(collection, vector, 5, flt)
+                np.testing.assert_allclose([h.score for h in hits], scores, atol=1e-5)
+                # Each hit is a passing point of that score (equal vectors tie: either may come).
+                exact = vectors[passing] @ vector
+                for hit in hits:
+                    tied = {ids[passing[r]] for r in np.flatnonzero(abs(exact - hit.score) < 1e-5)}
+                    assert hit.id in tied, (collection, flt)
+                    assert hit.payload == payloads_[ids.index(hit.id)]
+                assert len({h.id for h in hits}) == len(hits)
+                assert backend.count(collection, flt) == len(passing), (collection, flt)
+                fetched = backend.fetch(collection, flt, 1000, with_vectors=True)
+                assert sorted(r.id for r in fetched) == sorted(ids[i] for i in passing)
+                for record in fetched:
+                    np.testing.assert_array_equal(record.vector, vectors[ids.index(record.id)])
+                checked += 1
+        assert checked > 60
+    finally:
+        backend.close()
+        store.close()
+
+
+def test_one_image_twice_in_a_study_is_one_point(index):
+    with Store.open_for_reading(index) as store:
+        twice = store.conn.execute(
+            "SELECT COUNT(*) FROM images JOIN files ON files.id = images.file_id "
+            "WHERE files.path LIKE '%/twice/%'").fetchone()[0]
+        assert twice == 2
+        hits = store.backend.search("images", np.ones(store.dim, np.float32), 1000)
+        paths = [h.payload["path"] for h in hits if "/twice/" in h.payload["path"]]
+        assert paths == [max(paths)] and paths[0].endswith("b.jpg")  # the newer row's payload
+        assert store.backend.count("images") == store.conn.execute(
+            "SELECT COUNT(*) FROM images").fetchone()[0] - 1
+
+
+def test_writes_through_the_contract_are_refused_in_one_line(index):
+    with Store.open_for_reading(index) as store:
+        with pytest.raises(Exception, match="points are written by `radsearch index`"):
+            store.backend.upsert("images", [])
