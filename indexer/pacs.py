@@ -14,13 +14,13 @@ from radsearch import runs
 from radsearch.diskspace import disk_full_named
 from radsearch.encoders import DEFAULT_MODEL, create_model
 from radsearch.errors import RadsearchError
+from radsearch.index_handle import backend_spec
 from radsearch.indexer.dicomweb import DicomwebSource, is_dicomweb
 from radsearch.indexer.dimse import DimseSource, is_dimse
 from radsearch.indexer.pacs_source import PacsQuery, PacsSource, PacsUnavailable
 from radsearch.indexer.plan import Plan, plan_run
 from radsearch.indexer.runner import StageClock, finish_run, run_batches
 from radsearch.indexer.stages import (
-    backend_spec,
     embed_batch,
     read_files,
     read_tasks,

@@ -20,12 +20,12 @@ from radsearch import runs
 from radsearch.diskspace import disk_full_named
 from radsearch.encoders import DEFAULT_MODEL, create_model
 from radsearch.errors import RadsearchError
+from radsearch.index_handle import backend_spec
 from radsearch.indexer.discover import Shard, ShardFilter, check_root, discover
 from radsearch.indexer.plan import plan_run
 from radsearch.indexer.runner import StageClock, finish_run, run_batches
 from radsearch.indexer.stages import (
     attach_reports,
-    backend_spec,
     embed_batch,
     read_files,
     read_tasks,

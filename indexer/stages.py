@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from radsearch.encoders import Encoder
-from radsearch.errors import RadsearchError
 from radsearch.indexer import aggregate, writer
 from radsearch.indexer.discover import FoundFile
 from radsearch.indexer.grouping import Grouping
@@ -37,19 +36,9 @@ from radsearch.reading import stack_frames
 from radsearch.reading.field_values import safe_field_values
 from radsearch.reports import CsvReports, Sentence
 from radsearch.storage import catalog
-from radsearch.storage.backends import BackendSpec
 from radsearch.storage.store import Store
 
 DICOMDIR_REASON = "DICOMDIR: a directory of the media; the files it lists are read directly"
-
-
-def backend_spec(backend: str | None, url: str | None, options: dict | None) -> BackendSpec | None:
-    """The back end asked for, or None to use the index's recorded one (faiss for a new index)."""
-    if backend is None and url is None:
-        if options:
-            raise RadsearchError("back-end options need --backend")
-        return None
-    return BackendSpec(backend or "qdrant", url, dict(options or {}))
 
 
 def record_unread(conn: sqlite3.Connection, plan: Plan, summary: IndexSummary) -> int:
