@@ -19,6 +19,8 @@ import json
 import sqlite3
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from radsearch.errors import RadsearchError
@@ -51,10 +53,9 @@ def record_address(conn: sqlite3.Connection, root: str, address: str) -> None:
 class PacsFetcher:
     """One index's PACS sources, opened when first needed, and what was found in them."""
 
-    def __init__(self, index: Path, *, attempts: int = 2, timeout_s: float = 30.0,
-                 cache: InstanceCache | None = None):
+    def __init__(self, index: Path, *, attempts: int = 2, cache: InstanceCache | None = None):
         self.index = index
-        self.attempts, self.timeout_s = attempts, timeout_s
+        self.attempts = attempts  # few: someone is waiting for the picture
         self.cache = cache if cache is not None else InstanceCache()
         self._sources: dict[str, object] = {}
         self._studies: dict[str, str | None] = {}  # study key -> its UID (None: not in the PACS)
@@ -62,7 +63,7 @@ class PacsFetcher:
 
     def local_file(self, key: str) -> Path:
         """A file holding the instance ``key``: the cached copy, else one fetched now."""
-        with self._read() as (store, conn):
+        with _reading(self.index) as (store, conn):
             row = conn.execute(
                 "SELECT files.sha256, studies.key AS study, studies.study_date FROM files "
                 "JOIN images ON images.file_id = files.id "
@@ -107,7 +108,7 @@ class PacsFetcher:
 
     def study_uid(self, study_key: str) -> str | None:
         """The Study Instance UID of an indexed PACS study (None: not from a PACS, or not found)."""
-        with self._read() as (store, conn):
+        with _reading(self.index) as (store, conn):
             row = conn.execute(
                 "SELECT files.path, studies.study_date FROM studies "
                 "JOIN images ON images.study_id = studies.id JOIN files ON files.id = images.file_id "
@@ -126,9 +127,6 @@ class PacsFetcher:
 
     # --- helpers ---
 
-    def _read(self):
-        return _Reading(self.index)
-
     def _source(self, conn: sqlite3.Connection, root: str):
         source = self._sources.get(root)
         if source is None:
@@ -139,7 +137,7 @@ class PacsFetcher:
             address = found[0] if found else (root if root.startswith("dimse://") else None)
             if address is None:
                 raise RadsearchError(f"{root}: the index does not record this PACS's address: run "
-                                     "`radsearch index` on it once more (nothing is fetched again)")
+                                     "`radsearch index` from it once more, so that it does")
             source = open_source(address, concurrency=4, attempts=self.attempts, backoff_s=0.5)
             self._sources[root] = source
         return source
@@ -163,22 +161,11 @@ class PacsFetcher:
         source.found_files(source.list_instances(PacsQuery(studies=(uid,))), salt)
 
 
-class _Reading:
+@contextmanager
+def _reading(index: Path) -> Iterator[tuple[Store, sqlite3.Connection]]:
     """The index opened for reading, with one consistent snapshot of its catalog."""
-
-    def __init__(self, index: Path):
-        self.index = index
-
-    def __enter__(self):
-        self._store = Store.open_for_reading(self.index)
-        self._snapshot = self._store.snapshot()
-        return self._store, self._snapshot.__enter__()
-
-    def __exit__(self, *exc) -> None:
-        try:
-            self._snapshot.__exit__(*exc)
-        finally:
-            self._store.close()
+    with Store.open_for_reading(index) as store, store.snapshot() as conn:
+        yield store, conn
 
 
 def kept_study_uid(conn: sqlite3.Connection, study_key: str) -> str | None:

@@ -34,6 +34,10 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("RADSEARCH_INDEX", raising=False)
+    # No PACS link template or cache of the user's: a link would query a PACS, a cache fill it.
+    for variable in ("RADSEARCH_PACS_LINK", "RADSEARCH_PACS_CACHE", "RADSEARCH_PACS_CACHE_MB",
+                     "XDG_CACHE_HOME"):
+        monkeypatch.delenv(variable, raising=False)
     return home
 
 
