@@ -209,14 +209,14 @@ def test_an_instance_changed_in_the_pacs_is_fetched_again(orthanc, first_files, 
 
 def test_the_explorer_views_a_pacs_study_fetched_on_demand(orthanc, first_files, private_cache,
                                                             tmp_path, monkeypatch):
-    from tests.test_ui import CHROMIUM, LOAD_S, MISSING, _assert_nothing_left, _settled, _start, \
-        _stop_all
+    from tests.test_ui import (CHROMIUM, LOAD_S, MISSING, _assert_nothing_left, _cards,
+                               _settled, _start, _stop_all, _wait_for_pictures)
 
     if MISSING or CHROMIUM is None:
         pytest.skip("no browser")
     from playwright.sync_api import sync_playwright
 
-    from radsearch import show
+    from radsearch import search, show
 
     orthanc.upload(first_files)
     index = tmp_path / "index"
@@ -238,10 +238,22 @@ def test_the_explorer_views_a_pacs_study_fetched_on_demand(orthanc, first_files,
             assert "GE MEDICAL SYSTEMS" in table and "128" in table  # the fetched header's facts
             link = tab.locator("a.pacs-link")
             assert link.get_attribute("href") == LINK.replace("{StudyInstanceUID}", uid)
+            assert len(list(private_cache.glob("*.dcm"))) == 1  # the one instance looked at
+
+            # Search results: each card's thumbnail fetched from the PACS, and its link.
+            hits = search("brain", index=index, k=10).hits
+            tab.goto(f"{url}/search?q=brain&k=10")
+            cards = _cards(tab, "search", len(hits))
+            _wait_for_pictures(tab, len(hits))
+            _settled(tab)
+            assert not tab.get_by_text("no preview", exact=False).count()
+            shown = {card.locator("a.pacs-link").get_attribute("href") for card in cards}
+            assert shown == {hit.link for hit in hits} and None not in shown
             browser.close()
     finally:
         server.terminate()
         server.wait(timeout=30)
         _stop_all(server)
         _assert_nothing_left(url, started)
-    assert len(list(private_cache.glob("*.dcm"))) == 1  # the one instance looked at
+    # One thumbnail a card; CT_small's study has that one image, fetched once for both pages.
+    assert len(list(private_cache.glob("*.dcm"))) == len(hits)
