@@ -26,6 +26,7 @@ from radsearch.indexer.pacs_source import (
     RemoteInstance,
     version_text,
 )
+from radsearch.optional import require
 
 SCHEMES = ("dicomweb+https", "dicomweb+http")
 # Answers worth asking again after a pause: the server is busy, or failed for a moment.
@@ -45,12 +46,9 @@ class DicomwebSource(PacsSource):
 
     def __init__(self, address: str, *, concurrency: int = 4, attempts: int = 5,
                  backoff_s: float = 0.5, timeout_s: float = 60.0):
-        try:
-            import requests
-            from dicomweb_client.api import DICOMwebClient
-        except ImportError:
-            raise RadsearchError("a DICOMweb source needs the pacs extra: "
-                                 "pip install 'radsearch[pacs]'") from None
+        require("dicomweb")
+        import requests
+        from dicomweb_client.api import DICOMwebClient
 
         super().__init__()
         parts = urlsplit(address)

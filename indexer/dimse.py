@@ -26,6 +26,7 @@ from radsearch.indexer.pacs_source import (
     version_text,
 )
 from radsearch.indexer.worker import ReadOutcome, ReadTask
+from radsearch.optional import require
 
 SCHEME = "dimse"
 _BATCH = 16  # instances asked for in one C-GET: few round trips, a small spool
@@ -45,11 +46,7 @@ class DimseSource(PacsSource):
     def __init__(self, address: str, *, attempts: int = 5, backoff_s: float = 0.5,
                  timeout_s: float = 60.0):
         super().__init__()
-        try:
-            import pynetdicom  # noqa: F401 - used where each association is made
-        except ImportError:
-            raise RadsearchError("a DIMSE source needs the pacs extra: "
-                                 "pip install 'radsearch[pacs]'") from None
+        require("dimse")
         match = re.fullmatch(r"dimse://([^@/]{1,16})@([^:/]+):(\d{1,5})/?", address, re.IGNORECASE)
         if match is None:
             raise RadsearchError(f"{address}: a DIMSE source reads dimse://AET@host:port")

@@ -46,6 +46,8 @@ COMMANDS: dict[str, Entry] = {
     "check": Entry("radsearch.cli:check", "Verify the index: the catalog, its files and the back end "
                    "against the catalog."),
     "models": Entry("radsearch.cli:models", "The embedding models radsearch can use."),
+    "doctor": Entry("radsearch.cli:doctor", "What is installed, what each missing extra would "
+                    "enable, and the index."),
     "classify": Entry("radsearch.cli:classify", "Zero-shot classification of a study against any "
                       "labels."),
     "demo": Entry("radsearch.cli:demo", "Index the sample studies that ship with radsearch into an "
@@ -60,6 +62,9 @@ COMMANDS: dict[str, Entry] = {
                       "draft --drafter` accepts."),
     "train clip": Entry("radsearch.training.cli:clip", "Train radclip-mini contrastively on "
                         "manifests; the best dev epoch is kept and exported."),
+    "train slice-pooling": Entry("radsearch.training.pooling_cli:slice_pooling", "Train "
+                                 "radclip-mini's slice pooling on volume-report pairs; dev rows "
+                                 "scored against the mean."),
     "eval retrieval": Entry("radsearch.training.cli:retrieval", "Image->text and text->image "
                             "Recall@1/5/10 and median rank on a manifest split."),
     "eval findings": Entry("radsearch.training.cli:findings", "Findings retrieval: each finding the "
@@ -563,7 +568,7 @@ def models(json_output: JsonOpt = False) -> None:
         for info in infos:
             mark = " (default)" if info.default else ""
             out.print(f"{info.name}{mark}  {info.dim}-d  {info.description}", highlight=False)
-        out.print("\n" + model_name_help(), highlight=False)
+        out.print("\n" + model_name_help(), highlight=False, markup=False, soft_wrap=True)
 
     emit(list_models(), json_output, print_models)
 
@@ -677,6 +682,42 @@ def ui(
 
     err.print(f"radsearch explorer on http://{host}:{port} (Ctrl+C stops it)", highlight=False)
     raise typer.Exit(serve(index=index, backend=backend, url=url, host=host, port=port))
+
+
+def doctor(index: IndexOpt = None, json_output: JsonOpt = False) -> None:
+    """What is installed (versions), what each missing extra would enable and how to install it,
+    the index (default: $RADSEARCH_INDEX or ~/.radsearch/index) with its back end and model, and
+    Java for METEOR."""
+    from radsearch.doctor import diagnose
+
+    emit(diagnose(index), json_output, _print_diagnosis)
+
+
+def _print_diagnosis(diagnosis) -> None:
+    plain = {"highlight": False, "markup": False, "soft_wrap": True}
+    out.print(f"radsearch {diagnosis.radsearch}  Python {diagnosis.python}  {diagnosis.platform}",
+              **plain)
+    core = ", ".join(f"{name} {version or 'MISSING'}" for name, version in diagnosis.core.items())
+    out.print(f"core       {core or '-'}", **plain)
+    for status in diagnosis.features:
+        if status.available:
+            versions = ", ".join(f"{name} {version}" for name, version in status.packages.items())
+            out.print(f"ok         {status.name:12} {f'[{status.extra}]':10} {versions}", **plain)
+        else:
+            out.print(f"missing    {status.name:12} {f'[{status.extra}]':10} {status.install}",
+                      **plain)
+            out.print(f"{'':35}would enable {status.enables}", **plain)
+    index = diagnosis.index
+    if not index.exists:
+        what = "none yet (`radsearch index FOLDER` makes it)"
+    elif index.error:
+        what = f"unreadable: {index.error}"
+    else:
+        what = (f"{index.studies} studies, {index.backend} back end, model {index.model} "
+                f"({index.dim}-d)")
+    out.print(f"index      {index.path}: {what}", **plain)
+    java = diagnosis.java or "not found: `radsearch eval report` leaves METEOR out"
+    out.print(f"java       {java}", **plain)
 
 
 def main() -> None:

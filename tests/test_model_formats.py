@@ -281,7 +281,7 @@ def test_missing_open_clip_package_names_what_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setitem(sys.modules, "open_clip", None)  # makes `import open_clip` fail
-    with pytest.raises(ModelLoadError, match="needs the open_clip package: pip install open_clip_torch"):
+    with pytest.raises(ModelLoadError, match=r"needs open_clip_torch: pip install 'radsearch\[clip\]'"):
         create_model(f"open_clip:{tmp_path}")
 
 

@@ -59,17 +59,17 @@ def test_command_refuses_an_unknown_back_end() -> None:
 
 
 def test_cli_without_streamlit_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    from radsearch import cli, ui
+    from radsearch import cli
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(ui.importlib.util, "find_spec",
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "streamlit" else real(name, *a))
     with pytest.raises(SystemExit) as exit_info:
         sys.argv = ["radsearch", "ui", "--port", "9"]
         cli.main()
     assert exit_info.value.code != 0
-    lines = [line for line in capsys.readouterr().err.splitlines() if "Streamlit" in line]
-    assert lines == ["error: the explorer needs Streamlit: pip install 'radsearch[ui]'"]
+    lines = [line for line in capsys.readouterr().err.splitlines() if "streamlit" in line]
+    assert lines == ["error: the explorer needs streamlit: pip install 'radsearch[ui]'"]
 
 
 # -- serving -------------------------------------------------------------------------------------

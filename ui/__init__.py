@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from radsearch.errors import RadsearchError
+from radsearch.optional import require
 
 APP = Path(__file__).with_name("app.py")
 DEFAULT_HOST = "127.0.0.1"  # studies are patient data: other machines only when asked (--host)
@@ -61,8 +60,7 @@ def serve(
     The server runs in a process group of its own: SIGINT, SIGTERM and SIGHUP sent to this process
     are passed on to that whole group, and on Linux the server is also told to stop if this process
     dies without a chance to pass anything on (SIGKILL), so no server outlives its command."""
-    if importlib.util.find_spec("streamlit") is None:
-        raise RadsearchError("the explorer needs Streamlit: pip install 'radsearch[ui]'")
+    require("ui")
     command = streamlit_command(index=index, backend=backend, url=url, host=host, port=port)
     server = subprocess.Popen(command, process_group=0, preexec_fn=_stop_with_parent)
 

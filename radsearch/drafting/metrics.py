@@ -18,18 +18,17 @@ from collections.abc import Sequence
 from radsearch.drafting.findings import positive_findings
 from radsearch.drafting.text import normalise, report_body
 from radsearch.drafting.vocabulary import NO_FINDING
-from radsearch.errors import RadsearchError
+from radsearch.optional import require
 
 METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
 
 def _scorers():
-    try:
-        from pycocoevalcap.bleu.bleu import Bleu
-        from pycocoevalcap.cider.cider import Cider
-        from pycocoevalcap.rouge.rouge import Rouge
-    except ImportError:
-        raise RadsearchError("the report metrics need pycocoevalcap: pip install -e \".[metrics]\"") from None
+    require("metrics")
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
     return Bleu, Cider, Rouge
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from radsearch.encoders._clip_base import TorchClipEncoder, square_size
 from radsearch.encoders._hub import hub_endpoint, require_download
 from radsearch.encoders._registry import ModelLoadError, ModelSpec
+from radsearch.optional import feature, is_available
 
 if TYPE_CHECKING:
     import torch
@@ -28,12 +29,10 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "voc
 
 
 def import_open_clip(model: str) -> ModuleType:
-    try:
-        import open_clip
-    except ImportError as error:
-        raise ModelLoadError(
-            f"{model} needs the open_clip package: pip install open_clip_torch ({error})"
-        ) from None
+    if not is_available("clip"):
+        raise ModelLoadError(f"{model}: {feature('clip').message()}")
+    import open_clip
+
     return open_clip
 
 

@@ -40,7 +40,6 @@ checkpoints; registered names win over folders of the same name.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import threading
 from collections.abc import Callable
@@ -49,6 +48,7 @@ from pathlib import Path
 
 from radsearch.encoders.base import Encoder
 from radsearch.errors import RadsearchError
+from radsearch.optional import feature
 
 DEFAULT_MODEL = "radclip-mini"
 OPEN_CLIP_PREFIX = "open_clip:"
@@ -205,8 +205,9 @@ def model_name_help() -> str:
     lines = ["Other model names (--model):"]
     for syntax in NAME_SYNTAXES:
         lines += [f"  {syntax.pattern}", f"      {syntax.description}", f"      e.g. {syntax.example}"]
-    if importlib.util.find_spec("open_clip") is None:
-        lines.append("open_clip: and hf-hub: models need the open_clip package: pip install open_clip_torch")
+    clip = feature("clip")
+    if not clip.is_available():
+        lines.append(clip.message())
     return "\n".join(lines)
 
 

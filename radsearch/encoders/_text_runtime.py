@@ -13,7 +13,6 @@ needs neither transformers nor sentence-transformers to encode text.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import tempfile
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from radsearch.optional import feature, is_available
 
 if TYPE_CHECKING:
     import torch
@@ -54,7 +55,7 @@ def requested_runtime(chosen: str | None = None) -> str:
 
 def onnx_installed() -> bool:
     """ONNX Runtime runs the graph; the onnx package is what torch's exporter writes it with."""
-    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+    return is_available("onnx")
 
 
 def onnx_wanted(runtime: str, device: str) -> bool:
@@ -64,7 +65,7 @@ def onnx_wanted(runtime: str, device: str) -> bool:
         raise RuntimeError(f"{RUNTIME_ENV}=onnx runs on the CPU, not {device}")
     wanted = runtime != "torch" and device == "cpu" and onnx_installed()
     if runtime == "onnx" and not wanted:
-        raise RuntimeError(f"{RUNTIME_ENV}=onnx needs onnxruntime and onnx: pip install 'radsearch[onnx]'")
+        raise RuntimeError(f"{RUNTIME_ENV}=onnx: {feature('onnx').message()}")
     return wanted
 
 

@@ -46,13 +46,10 @@ from radsearch.storage.backends.base import (
 )
 from radsearch.diskspace import mount_point, require_free, sparse_bytes
 from radsearch.errors import RadsearchError
+from radsearch.optional import require
 
-try:
-    import qdrant_edge as qe
-except ImportError:
-    raise RadsearchError(
-        "the qdrant-edge back end needs qdrant-edge-py: pip install 'radsearch[qdrant]'"
-    ) from None
+require("qdrant-edge")
+import qdrant_edge as qe  # noqa: E402
 
 RECORD_FILE = "radsearch.json"
 SYNC_FILE = "sync.json"

@@ -32,13 +32,10 @@ import numpy as np
 
 from radsearch.storage.backends.base import exact_search
 from radsearch.errors import RadsearchError
+from radsearch.optional import require
 
-try:
-    import faiss
-except ImportError:  # faiss comes from an extra: faiss-cpu or faiss-gpu, never both
-    raise RadsearchError(
-        "FAISS is not installed: pip install 'radsearch[cpu]' (or 'radsearch[gpu]' on a CUDA machine)"
-    ) from None
+require("faiss")  # faiss comes from an extra: faiss-cpu or faiss-gpu, never both
+import faiss  # noqa: E402
 
 KINDS = ("flat", "ivfsq", "hnsw", "ivfpq")
 TRAINED_KINDS = ("ivfsq", "ivfpq")  # built from a sample of their vectors: k-means (and codebooks)

@@ -37,17 +37,12 @@ from radsearch.storage.backends.base import (
 )
 from radsearch.errors import RadsearchError
 
-try:
-    import httpx
-    from qdrant_client import QdrantClient, models
-    from qdrant_client.http.exceptions import (
-        ResponseHandlingException,
-        UnexpectedResponse,
-    )
-except ImportError:
-    raise RadsearchError(
-        "the qdrant back end needs qdrant-client: pip install 'radsearch[qdrant]'"
-    ) from None
+from radsearch.optional import require
+
+require("qdrant")
+import httpx  # noqa: E402 - installed with qdrant-client
+from qdrant_client import QdrantClient, models  # noqa: E402
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse  # noqa: E402
 
 API_KEY_ENV = "RADSEARCH_QDRANT_API_KEY"
 CA_CERT_ENV = "RADSEARCH_QDRANT_CA_CERT"
