@@ -1,4 +1,5 @@
-"""training/ builds on the encoders' public API only: no private encoder module is imported there."""
+"""training/ builds on the encoders' public API only: no private encoder module is imported there,
+and radclip-mini is built by ``create_model``, never from its class."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 TRAINING = Path(__file__).resolve().parents[1] / "training"
 ENCODERS = "radsearch.encoders"
+MODEL_CLASS = "radsearch.encoders.radclip_mini"
 
 
 def _imported_modules(path: Path, root: Path) -> list[tuple[int, str]]:
@@ -41,6 +43,16 @@ def test_no_training_module_imports_a_private_encoder_module() -> None:
     modules = sorted(TRAINING.rglob("*.py"))
     assert len(modules) > 10  # the check looks where the training code is
     offenders = [hit for path in modules for hit in private_encoder_imports(path)]
+    assert offenders == []
+
+
+def test_no_training_module_builds_radclip_mini_from_its_class() -> None:
+    offenders = [
+        f"{path.name}:{line} {module}"
+        for path in sorted(TRAINING.rglob("*.py"))
+        for line, module in _imported_modules(path, TRAINING)
+        if module == MODEL_CLASS or module.startswith(MODEL_CLASS + ".")
+    ]
     assert offenders == []
 
 

@@ -188,7 +188,8 @@ def findings(
 
 def _eval_inputs(manifest: list[Path], split: str, model: str | None, weights: Path | None,
                  device: str):
-    """The model's name, the split's pairs and the encoder (``weights``: a radclip-mini file)."""
+    """The model's name, the split's pairs and the encoder (``weights``: a weights file of the
+    model's format, e.g. radclip-mini's)."""
     from radsearch.encoders import DEFAULT_MODEL, create_model
     from radsearch.training.manifest import ManifestError, read_manifests, select_eval_split
 
@@ -196,10 +197,5 @@ def _eval_inputs(manifest: list[Path], split: str, model: str | None, weights: P
     pairs = select_eval_split(read_manifests(manifest), split.lower())
     if not pairs:
         raise ManifestError(f"no rows with split {split!r} in {', '.join(map(str, manifest))}")
-    if weights is not None:
-        from radsearch.encoders.radclip_mini import RadClipMini
-
-        if name != RadClipMini.name:
-            raise ManifestError(f"--weights applies to {RadClipMini.name} only, not {name!r}")
-        return name, pairs, RadClipMini(device, weights_file=weights)
-    return name, pairs, create_model(name, device=device)
+    return name, pairs, create_model(name, device=device,
+                                     pretrained=None if weights is None else str(weights))
