@@ -65,9 +65,9 @@ COMMANDS: dict[str, Entry] = {
     "train slice-pooling": Entry("radsearch.training.pooling_cli:slice_pooling", "Train "
                                  "radclip-mini's slice pooling on volume-report pairs; dev rows "
                                  "scored against the mean."),
-    "train slice-pooling": Entry("radsearch.training.pooling_cli:slice_pooling", "Train "
-                                 "radclip-mini's slice pooling on volume-report pairs; dev rows "
-                                 "scored against the mean."),
+    "train drafter": Entry("radsearch.training.drafter_cli:drafter", "Train the adapter report "
+                           "drafter on manifests (neighbours from the corpus); the best dev epoch "
+                           "is kept."),
     "eval retrieval": Entry("radsearch.training.cli:retrieval", "Image->text and text->image "
                             "Recall@1/5/10 and median rank on a manifest split."),
     "eval findings": Entry("radsearch.training.cli:findings", "Findings retrieval: each finding the "

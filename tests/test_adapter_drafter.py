@@ -238,3 +238,12 @@ def test_a_run_refuses_other_towers(tiny_run):
     with pytest.raises(RadsearchError, match="trained on the towers"):
         drafter.towers(create_model("radclip-mini-untrained"))
 
+
+
+def test_training_refuses_a_manifest_without_dev_rows(tmp_path):
+    from radsearch.training.drafter_run import train_drafter_from_manifests
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("image,text,split\na.png,Lungs clear.,train\nb.png,Effusion.,test\n")
+    with pytest.raises(RadsearchError, match="no rows of split 'dev'"):
+        train_drafter_from_manifests([manifest], tmp_path / "run")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from radsearch.output import emit, log, say
 
 
 def drafter(
@@ -54,14 +54,12 @@ def drafter(
                    cross_modal=cross_modal, copy=copy)
     result = train_drafter_from_manifests(
         manifest, out, corpus=corpus or (), model=model, pretrain_texts=pretrain_text or (),
-        config=config, network=network, resume=resume, log=lambda message: typer.echo(message, err=True))
+        config=config, network=network, resume=resume, log=log)
     summary = {"best_epoch": result["best"]["epoch"], "best_dev_loss": result["best"]["dev_loss"],
                "weights": result["weights"], "train_rows": result["train_rows"],
                "dev_rows": result["dev_rows"], "corpus_rows": result["corpus_rows"],
                "pretrain_reports": result["pretrain_reports"],
                "seconds": round(time.perf_counter() - began, 1)}
-    if json_output:
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-        return
-    typer.echo(f"kept epoch {summary['best_epoch']} (dev NLL {summary['best_dev_loss']:.4f}); "
-               f"draft with --drafter {out}")
+    emit(summary, json_output, lambda summary: say(
+        f"kept epoch {summary['best_epoch']} (dev NLL {summary['best_dev_loss']:.4f}); "
+        f"draft with --drafter {out}"))

@@ -54,6 +54,11 @@ def train_drafter_from_manifests(
     train = [p for p in rows if p.split == "train"]
     dev = [p for p in rows if p.split == "dev"]
     pool = [p for path in corpus for p in read_manifest(path) if p.split == "train"] if corpus else train
+    if not train:
+        raise RadsearchError(f"{', '.join(map(str, manifests))}: no rows of split 'train' to learn from")
+    if not dev:
+        raise RadsearchError(f"{', '.join(map(str, manifests))}: no rows of split 'dev': the kept epoch "
+                             "is chosen on dev, never on test")
     drafted = {p.image for p in dev} | {p.image for p in rows if p.split == "test"}
     pool = [p for p in pool if p.image not in drafted]  # dev and test rows never teach
     encoder = create_model(model, device=config.device)
