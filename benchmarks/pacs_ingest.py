@@ -7,7 +7,8 @@ Starts a private Orthanc (Debian's orthanc and orthanc-dicomweb) on 127.0.0.1, u
 instance of the corpus that it accepts (one per SOP Instance UID, as a PACS keeps them), then
 indexes the same instances into three fresh indexes: from a folder holding them (`index_folder`), and from Orthanc
 over DICOMweb and over DIMSE (`index_pacs`: the listing and the fetches included). Printed:
-studies/s and images/s of each, and each PACS run / disk.
+studies/s and images/s of each, each PACS run / disk, and how long listing the PACS takes with and
+without the attributes that tell an instance changed under the same UID.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -25,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pydicom  # noqa: E402
 
 from radsearch.indexer import default_workers, index_folder  # noqa: E402
-from radsearch.indexer.pacs import index_pacs  # noqa: E402
+from radsearch.indexer.pacs import index_pacs, open_source  # noqa: E402
+from radsearch.indexer.pacs_source import PacsQuery  # noqa: E402
 from tests.orthanc_server import PASSWORD, USER, OrthancMissing, OrthancServer  # noqa: E402
 
 
@@ -78,6 +82,9 @@ def main() -> None:
                                    workers=args.workers, concurrency=args.concurrency)
             from_dimse = index_pacs(server.dimse, index=scratch / "dimse-index", model=args.model,
                                     workers=args.workers)
+            listing = {(name, asked): _listing_seconds(address, asked)
+                       for name, address in (("DICOMweb", server.dicomweb), ("DIMSE", server.dimse))
+                       for asked in (True, False)}
         finally:
             server.stop()
         studies = _studies(from_disk.index)
@@ -90,9 +97,28 @@ def main() -> None:
               f"{summary.failed} failed)")
     print(f"{'DICOMweb / disk':>20}: {from_disk.seconds / from_pacs.seconds:.2f}x throughput")
     print(f"{'DIMSE / disk':>20}: {from_disk.seconds / from_dimse.seconds:.2f}x throughput")
+    for name in ("DICOMweb", "DIMSE"):
+        with_version, without = listing[name, True], listing[name, False]
+        print(f"{name + ' listing':>20}: {with_version:6.2f} s with the version attributes (change "
+              f"detection), {without:6.2f} s without ({with_version / without:.2f}x), median of 3")
     for name, summary in runs:
         for path, reason in summary.failures:
             print(f"failed ({name}) {path}: {reason}")
+
+
+def _listing_seconds(address: str, version_attributes: bool) -> float:
+    """Seconds to list every instance of the PACS, with or without the attributes that tell a
+    changed instance (median of 3)."""
+    times = []
+    for _ in range(3):
+        source = open_source(address)
+        if not version_attributes:
+            source.version_attributes = ()
+        started = time.perf_counter()
+        source.list_instances(PacsQuery())
+        times.append(time.perf_counter() - started)
+        source.close()
+    return statistics.median(times)
 
 
 def _studies(index: str) -> int:

@@ -88,7 +88,7 @@ class DicomwebSource(PacsSource):
                     continue
                 for instance in self._pages(lambda offset, limit: self._client.search_for_instances(
                         study_instance_uid=study, series_instance_uid=series_uid, offset=offset,
-                        limit=limit, fields=list(VERSION_ATTRIBUTES))):
+                        limit=limit, fields=list(self.version_attributes))):
                     sop = _uid(instance, "00080018")
                     if sop is not None:
                         found.append(RemoteInstance(study, series_uid, sop,

@@ -85,7 +85,7 @@ class DimseSource(PacsSource):
                         for answer in self._find(assoc, Find, "IMAGE", {
                                 "StudyInstanceUID": study, "SeriesInstanceUID": series,
                                 "SOPInstanceUID": "", "SOPClassUID": "",
-                                **dict.fromkeys(VERSION_ATTRIBUTES)}, None):
+                                **dict.fromkeys(self.version_attributes)}, None):
                             sop = str(answer.get("SOPInstanceUID", "") or "")
                             if sop:
                                 found.append(RemoteInstance(study, series, sop, str(

@@ -2,10 +2,10 @@
 lists, their keys in the catalog, and fetching them into a spool folder that the read stage empties.
 
 An instance's key in the catalog is ``<root>/instances/<keyed hash of its SOP Instance UID>``:
-like a file's path it identifies it across runs (a second run fetches only what is new), yet it holds no
-UID in clear. A PACS has no file times: the instance's version (a keyed hash of the attributes in
-``VERSION_ATTRIBUTES`` the listing returns) stands in for one, so that an instance the PACS changed
-under the same UID is fetched again (and re-embedded only if its content changed).
+like a file's path it identifies it across runs (a second run fetches only what is new), yet it
+holds no UID in clear. A PACS has no file times: the instance's version (a keyed hash of the
+attributes in ``VERSION_ATTRIBUTES`` the listing returns) stands in for one, so that an instance the
+PACS changed under the same UID is fetched again (and re-embedded only if its content changed).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class PacsQuery:
                 or bool(self.studies))
 
     def study_dates(self) -> str:
-        """The StudyDate range to ask for (DICOM: YYYYMMDD-YYYYMMDD, either end open); "" for any."""
+        """The StudyDate range to ask for (YYYYMMDD-YYYYMMDD, either end open); "" for any."""
         if self.since is None and self.until is None:
             return ""
         since, until = (d.strftime("%Y%m%d") if d else "" for d in (self.since, self.until))
@@ -110,6 +110,8 @@ class PacsSource:
     root: str  # the catalog keys of its instances begin with it
     address: str  # as given to radsearch index (no credentials: those come from the environment)
     concurrency: int = 1  # fetches in flight at a time
+    # Asked for with each instance listed; () asks for none, and then no change is seen.
+    version_attributes: tuple[str, ...] = VERSION_ATTRIBUTES
 
     def __init__(self) -> None:
         self._instances: dict[str, RemoteInstance] = {}

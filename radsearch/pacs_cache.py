@@ -1,4 +1,5 @@
-"""A bounded, private folder of instances fetched from a PACS to be looked at (radsearch.pacs_fetch).
+"""A bounded, private folder of instances fetched from a PACS to be looked at
+(radsearch.pacs_fetch).
 
 Each file is named by the SHA-256 of its content, the hash the catalog records for the instance it
 indexed, so that a copy is found again without the PACS, and one that the PACS changed since is

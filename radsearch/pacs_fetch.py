@@ -111,7 +111,8 @@ class PacsFetcher:
         with _reading(self.index) as (store, conn):
             row = conn.execute(
                 "SELECT files.path, studies.study_date FROM studies "
-                "JOIN images ON images.study_id = studies.id JOIN files ON files.id = images.file_id "
+                "JOIN images ON images.study_id = studies.id "
+                "JOIN files ON files.id = images.file_id "
                 "WHERE studies.key = ? LIMIT 1", (study_key,)).fetchone()
             if row is None or not is_pacs_key(row["path"]):
                 return None

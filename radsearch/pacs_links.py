@@ -1,6 +1,7 @@
 """A study's link in its PACS or viewer, from a URL template the user sets in
-``$RADSEARCH_PACS_LINK``, e.g. ``https://pacs.example.org/viewer?StudyInstanceUIDs={StudyInstanceUID}``
-or a WADO-RS address ``https://pacs.example.org/dicom-web/studies/{StudyInstanceUID}``.
+``$RADSEARCH_PACS_LINK``, e.g.
+``https://pacs.example.org/viewer?StudyInstanceUIDs={StudyInstanceUID}`` or a WADO-RS address
+``https://pacs.example.org/dicom-web/studies/{StudyInstanceUID}``.
 
 The link needs the Study Instance UID in clear. An index built with ``--keep-phi`` holds it; the
 others hold only a keyed hash of it, so for a study indexed from a PACS the UID is found again in

@@ -66,7 +66,7 @@ def study_url(study: str) -> str:
 
 def picture_stamp(path: str) -> float:
     """Part of a picture's cache key: the file's time, or for an instance indexed from a PACS
-    (fetched on demand, radsearch.pacs_fetch) the catalog's, which a run that re-fetched it moves."""
+    (fetched on demand, radsearch.pacs_fetch) the catalog's, which a run re-fetching it moves."""
     return catalog_stamp() if is_pacs_key(path) else Path(path).stat().st_mtime
 
 
