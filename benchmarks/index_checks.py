@@ -2,8 +2,8 @@
 
     python benchmarks/index_checks.py [--points 20000 100000] [--dim 512]
 
-For each size, builds a synthetic index (catalog with that many image vectors, synced to a FAISS
-store) in a temporary folder and times, best of 3 (files in the page cache):
+For each size, builds a synthetic index (catalog with that many image vectors in its vector file,
+the faiss back end caught up) in a temporary folder and times, best of 3 (files in the page cache):
 the reader's check on opening (record, sync generation and point counts, no full read), the
 writer's check on opening (SQLite quick_check over the catalog and the store, then the same
 comparison), and `radsearch check` (check_index) as a whole.
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, nargs="+", default=[20_000, 100_000])
     parser.add_argument("--dim", type=int, default=512)
     args = parser.parse_args()
-    print(f"{'points':>8} {'catalog MB':>10} {'store MB':>9} {'reader s':>9} {'writer s':>9} "
+    print(f"{'points':>8} {'catalog MB':>10} {'vectors MB':>10} {'reader s':>9} {'writer s':>9} "
           f"{'check s':>8}")
     for points in args.points:
         with tempfile.TemporaryDirectory() as folder:
@@ -77,8 +77,8 @@ def main() -> None:
                 writer_seconds = best_of(3, writer_check)
             check = best_of(3, lambda: check_index(index))
             size = (index / CATALOG_FILE).stat().st_size / 2**20
-            store_size = (index / "faiss" / "points.sqlite").stat().st_size / 2**20
-            print(f"{points:>8} {size:>10.0f} {store_size:>9.0f} {reader:>9.3f} "
+            vectors_size = sum(p.stat().st_size for p in index.glob("vectors*.f32")) / 2**20
+            print(f"{points:>8} {size:>10.0f} {vectors_size:>10.0f} {reader:>9.3f} "
                   f"{writer_seconds:>9.3f} {check:>8.3f}")
 
 

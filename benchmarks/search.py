@@ -1,7 +1,8 @@
 """Search benchmark: radsearch's back ends against exact search and raw FAISS, 100k to 1M vectors.
 
     python benchmarks/search.py [--sizes 100000 1000000] [--dim 512] [--queries 500]
-                                [--backends raw-faiss radsearch-faiss qdrant-edge qdrant-local]
+                                [--backends raw-faiss faiss-points-store radsearch-faiss
+                                            qdrant-edge qdrant-local]
                                 [--device cpu|cuda] [--work /tmp/radsearch-bench] [--out FILE.json]
 
 Data (not pure Gaussians): an archive's hierarchy - 24 body-part/modality groups, 40 findings each,
@@ -14,13 +15,20 @@ do not use - CLIP's modality gap. Ground truth is exact inner-product top-10.
 
 For each back end and size: build time (empty -> persisted and searchable), memory per vector
 (resident-set growth of a fresh process that opens the store and runs the queries) and disk per
-vector, then the smallest search effort whose recall@10 >= 0.95 and, at it, QPS and p50/p99 latency
-of one query at a time. ``radsearch-faiss`` is the FaissBackend (payloads included in every hit);
-``raw-faiss`` is the index radsearch chooses at that size (IVF-SQ8 with exact re-ranking from 50k
-vectors; see radsearch/storage/backends/faiss_index.py), with the same parameters and training sample,
-built and searched by FAISS on its own. Effort is nprobe for IVF, efSearch for HNSW, hnsw_ef for
-Qdrant. To measure radsearch's own cost, the radsearch run also searches its index file with FAISS
-directly, query by query in turn with radsearch, at the same effort: the ratio of the two QPS.
+vector (every file of the store; for ``radsearch-faiss`` the whole index folder: catalog, vector
+file, FAISS codes), then the smallest search effort whose recall@10 >= 0.95 and, at it, QPS and
+p50/p99 latency of one query at a time. ``radsearch-faiss`` is a radsearch index as `radsearch index`
+writes it (catalog rows for files, studies, series and images, each vector once in the vector file,
+the faiss back end searching the catalog: payloads included in every hit); ``faiss-points-store`` is
+the layout before the vector file (FaissBackend: points, payloads and a second copy of each vector
+in points.sqlite, IVF-SQ8 with a refine index holding a third; the catalog then held a fourth as a
+blob); ``raw-faiss`` is the index radsearch chooses at that size (IVF-SQ8 with exact re-ranking
+from 50k vectors; see radsearch/storage/backends/faiss_index.py), with the same parameters and
+training sample, built and searched by FAISS on its own; raw FAISS flat would take 4 x dim + 8 bytes
+a vector. Effort is nprobe for IVF, efSearch for HNSW, hnsw_ef for Qdrant. To measure radsearch's
+own cost, the faiss-points-store run also searches its index file with FAISS directly, query by
+query in turn, at the same effort: the ratio of the two QPS; the radsearch-faiss run searches the
+points store (when it was built in the same run) in turn with itself: after vs before.
 qdrant-client's local mode is brute force in Python: it is run at 100k only. The radsearch-faiss run
 also times end-to-end text queries: text encoding (radclip-mini, its text tower on ONNX Runtime
 when installed and on torch, in turn), search, grouping by study.
@@ -47,7 +55,7 @@ K = 10
 TARGET_RECALL = 0.95
 EFFORTS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096,
            6144, 8192)
-BACKENDS = ("raw-faiss", "radsearch-faiss", "qdrant-edge", "qdrant-local")
+BACKENDS = ("raw-faiss", "faiss-points-store", "radsearch-faiss", "qdrant-edge", "qdrant-local")
 LOCAL_MODE_LIMIT = 200_000  # qdrant-client's local mode is brute force in Python
 # Fitted so that, at medpix2's 2,050 images, the data matches radclip-mini's real embeddings of
 # them (principal components for 50/80/90/95 % of variance: 20/106/203/293 vs 21/102/191/280;
@@ -206,14 +214,85 @@ def open_store(kind: str, store: Path, device: str, effort: int | None, read_onl
     from radsearch.storage.backends.edge_backend import QdrantEdgeBackend
     from radsearch.storage.backends.faiss_backend import FaissBackend
 
+    params = {effort_param(faiss_kind): effort} if effort else {}
     if kind == "radsearch-faiss":
-        params = {effort_param(faiss_kind): effort} if effort else {}
+        return IndexBackend(store, {"faiss_params": params, "device": device})
+    if kind == "faiss-points-store":
         return FaissBackend(store, read_only=read_only,
                             options={"faiss_params": params, "device": device})
     backend = QdrantEdgeBackend(store, vector_name="bench", read_only=read_only)
     if effort:
         backend.hnsw_ef = effort
     return backend
+
+
+class IndexBackend:
+    """The faiss back end of a radsearch index folder, opened as a reader opens it, with search
+    options of its own (the effort)."""
+
+    def __init__(self, index: Path, options: dict):
+        from radsearch.storage.backends.catalog_backend import CatalogBackend
+        from radsearch.storage.store import Store
+
+        self.store = Store.open_for_reading(index)
+        self.backend = CatalogBackend(self.store.conn, index / "faiss", self.store.dim,
+                                      options=options)
+
+    def search(self, *args, **kwargs):
+        return self.backend.search(*args, **kwargs)
+
+    def close(self) -> None:
+        self.backend.close()
+        self.store.close()
+
+
+def build_index(folder: Path, index: Path, n: int, device: str) -> None:
+    """A radsearch index of the data as `radsearch index` writes one (catalog rows for files,
+    studies, series and images, a vector per image and per study), then its back end's catch-up."""
+    from radsearch.indexer import writer
+    from radsearch.storage import catalog
+    from radsearch.storage.store import Store
+
+    meta = {name: np.load(folder / f"{name}.npy") for name in ("study", "series", "group")}
+    dim = int(np.load(folder / "queries.npy").shape[1])
+    describe = {"name": "synthetic", "weights_hash": "0" * 64, "dim": dim, "preprocessing": {}}
+    with Store.open_for_writing(index, describe) as store:
+        conn = store.conn
+        series_ids: dict[int, int] = {}
+        study_ids: dict[int, int] = {}
+        sums: dict[int, np.ndarray] = {}
+        for start in range(0, n, 20_000):
+            rows = read_rows(folder / "vectors.npy", start, min(n, start + 20_000))
+            with catalog.transaction(conn):
+                for j, vector in enumerate(rows):
+                    i = start + j
+                    point = payload(i, meta)
+                    study = int(meta["study"][i])
+                    if study not in study_ids:
+                        study_ids[study] = writer.put_study(conn, point["study"],
+                                                            study_date=point["study_date"])
+                    series = int(meta["series"][i])
+                    if series not in series_ids:
+                        series_ids[series] = writer.put_series(
+                            conn, point["series"], study_ids[study],
+                            {"modality": point["modality"], "body_part": point["body_part"]})
+                    file_id = conn.execute(
+                        "INSERT INTO files(path, dir, size, mtime_ns, sha256, kind, status, "
+                        "indexed_at) VALUES (?, ?, 0, 0, ?, 'dicom', 'indexed', 0)",
+                        (point["path"], point["path"].rsplit("/", 1)[0], f"{i:064x}")).lastrowid
+                    image = conn.execute(
+                        "INSERT INTO images(file_id, series_id, study_id, frame, modality, "
+                        "body_part, study_date) VALUES (?, ?, ?, 0, ?, ?, ?)",
+                        (file_id, series_ids[series], study_ids[study], point["modality"],
+                         point["body_part"], point["study_date"])).lastrowid
+                    writer.put_vector(conn, "images", image, vector)
+                    sums[study] = sums.get(study, 0) + vector
+        with catalog.transaction(conn):
+            for study, total in sums.items():
+                writer.put_vector(conn, "studies", study_ids[study], total / np.linalg.norm(total))
+            conn.execute("UPDATE series SET dirty = 0")
+            conn.execute("UPDATE studies SET dirty = 0")
+        store.sync_backend()
 
 
 def build(kind: str, folder: Path, store: Path, device: str) -> dict:
@@ -231,6 +310,9 @@ def build(kind: str, folder: Path, store: Path, device: str) -> dict:
             index.add(read_rows(folder / "vectors.npy", start, min(n, start + 100_000)))
         store.mkdir(parents=True, exist_ok=True)
         faiss.write_index(index, str(store / "index.faiss"))
+        return {"build_s": time.perf_counter() - started}
+    if kind == "radsearch-faiss":
+        build_index(folder, store, n, device)
         return {"build_s": time.perf_counter() - started}
     backend = open_store(kind, store, device, None, read_only=False)
     dim = int(np.load(folder / "queries.npy").shape[1])
@@ -340,20 +422,29 @@ def measure(kind: str, folder: Path, store: Path, device: str, start_effort: int
         recall = _recall([search(q, effort) for q in queries], truth)
         if recall >= TARGET_RECALL:
             break
-    if kind == "radsearch-faiss":
+    other, other_name = None, None
+    if kind == "faiss-points-store":
         # The same index file searched by FAISS directly, query by query in turn with radsearch,
         # so that the ratio is radsearch's own cost, not another graph's or another minute's load.
         raw = faiss.read_index(str(store / "images.faiss"),
                                faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
         set_effort(raw, choice.kind, effort, choice.params)
+        other, other_name = (lambda vector: raw.search(vector[None, :], K)), "same_index_raw_faiss"
+    before = store.parent / store.name.replace("radsearch-faiss", "faiss-points-store")
+    if kind == "radsearch-faiss" and before.exists():
+        # The layout before the vector file, in turn query by query: after vs before.
+        points_store = open_store("faiss-points-store", before, device, effort, read_only=True,
+                                  faiss_kind=choice.kind)
+        other = lambda vector: points_store.search("images", vector, K)  # noqa: E731
+        other_name = "points_store_in_turn"
     latencies, raw_latencies = [], []
     for number, vector in enumerate(queries):
         # Each goes first every other query: the second finds the graph's pages warm.
         order = ("radsearch", "raw") if number % 2 else ("raw", "radsearch")
-        for who in order if kind == "radsearch-faiss" else ("radsearch",):
+        for who in order if other is not None else ("radsearch",):
             started = time.perf_counter()
             if who == "raw":
-                raw.search(vector[None, :], K)
+                other(vector)
             else:
                 search(vector, effort)
             (raw_latencies if who == "raw" else latencies).append(time.perf_counter() - started)
@@ -363,8 +454,9 @@ def measure(kind: str, folder: Path, store: Path, device: str, start_effort: int
     if kind != "qdrant-edge":
         result["faiss_index"] = choice.to_dict()
     if raw_latencies:
-        result["same_index_raw_faiss"] = _timing(raw_latencies)
-        result["qps_vs_raw_faiss"] = result["qps"] / result["same_index_raw_faiss"]["qps"]
+        result[other_name] = _timing(raw_latencies)
+        ratio = "qps_vs_raw_faiss" if other_name == "same_index_raw_faiss" else "qps_vs_points_store"
+        result[ratio] = result["qps"] / result[other_name]["qps"]
     if kind == "radsearch-faiss" and e2e_queries:
         result["e2e"] = end_to_end(store, device, effort, e2e_queries, choice.kind)
     return result
@@ -390,8 +482,9 @@ def end_to_end(store: Path, device: str, effort: int, count: int, faiss_kind: st
 
     runtimes = (["onnx"] if _text_runtime.onnx_installed() else []) + ["torch"]
     encoders = {runtime: RadClipMini(text_runtime=runtime) for runtime in runtimes}
-    backend = open_store("radsearch-faiss", store, device, effort, read_only=True,
-                         faiss_kind=faiss_kind)
+    opened = open_store("radsearch-faiss", store, device, effort, read_only=True,
+                        faiss_kind=faiss_kind)
+    backend = opened.backend
     texts = [f"{TEXTS[i % len(TEXTS)]} {i}" for i in range(count + 5)]
     for encoder in encoders.values():
         for text in texts[:5]:  # warm-up: the runtime's first calls
@@ -406,7 +499,7 @@ def end_to_end(store: Path, device: str, effort: int, count: int, faiss_kind: st
             image_search(backend, vector, K, PointFilter())
             total[runtime].append(time.perf_counter() - started)
             encode[runtime].append(encoded - started)
-    backend.close()
+    opened.close()
     return [{**_timing(total[r]), "encode_p50_ms": float(np.percentile(encode[r], 50) * 1000),
              "text_runtime": r} for r in runtimes]
 
@@ -514,14 +607,16 @@ def main() -> None:
             shutil.rmtree(store, ignore_errors=True)
             if kind != "qdrant-local":
                 row.update(_spawn(args, "build", kind, folder, store, 0))
-            start_effort = raw_effort if kind == "radsearch-faiss" else EFFORTS[0]
+            start_effort = raw_effort if "faiss" in kind and kind != "raw-faiss" else EFFORTS[0]
             if "error" not in row:
                 row.update(_spawn(args, "measure", kind, folder, store, start_effort))
             if kind == "raw-faiss" and "effort" in row:
                 raw_effort = row["effort"]
-            shutil.rmtree(store, ignore_errors=True)
+            if kind != "faiss-points-store":  # kept for radsearch-faiss to search in turn
+                shutil.rmtree(store, ignore_errors=True)
             results.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
+        shutil.rmtree(args.work / f"store-faiss-points-store-{n}", ignore_errors=True)
     print(markdown(results))
     if args.out:
         args.out.write_text(json.dumps({"machine": _machine(), "results": results}, indent=2) + "\n")
@@ -554,9 +649,23 @@ def markdown(results: list[dict]) -> str:
     if same:
         lines += ["", "| same index file, queries in turn | vectors | effort | raw FAISS QPS "
                   "| radsearch QPS | ratio (goal >= 0.9) |", "|---|---|---|---|---|---|"]
-        lines += [f"| radsearch-faiss vs faiss.read_index | {r['vectors']:,} | {r['effort']} "
+        lines += [f"| faiss-points-store vs faiss.read_index | {r['vectors']:,} | {r['effort']} "
                   f"| {r['same_index_raw_faiss']['qps']:,.0f} | {r['qps']:,.0f} "
                   f"| {r['qps_vs_raw_faiss']:.2f}x |" for r in same]
+    disk = [r for r in results if r.get("backend") in ("radsearch-faiss", "faiss-points-store")
+            and "disk_bytes_per_vector" in r]
+    if disk:
+        lines += ["", "| on disk | vectors | B/vector | x raw FAISS flat (4 x dim + 8 B) |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['backend']} | {r['vectors']:,} | {r['disk_bytes_per_vector']:,.0f} "
+                  f"| {r['disk_bytes_per_vector'] / (4 * r['dim'] + 8):.2f}x |" for r in disk]
+    turns = [r for r in results if "points_store_in_turn" in r]
+    if turns:
+        lines += ["", "| queries in turn, same effort | vectors | points store (before) p50 ms "
+                  "| index (after) p50 ms | QPS after / before |", "|---|---|---|---|---|"]
+        lines += [f"| radsearch-faiss vs faiss-points-store | {r['vectors']:,} "
+                  f"| {r['points_store_in_turn']['p50_ms']:.2f} | {r['p50_ms']:.2f} "
+                  f"| {r['qps_vs_points_store']:.2f}x |" for r in turns]
     e2e = [r for r in results if "e2e" in r]
     if e2e:
         lines += ["", "| end-to-end text query (encode + search + group) | text tower on | vectors "

@@ -301,16 +301,15 @@ def remove_stale(conn: sqlite3.Connection) -> list[Path]:
 
 
 def check(conn: sqlite3.Connection, dim: int) -> str | None:
-    """None when the vector file holds every slot the catalog has handed out, else one line."""
+    """None when the vector file holds every slot the catalog has handed out, else one line. Each
+    slot is written before the counter that hands it out commits, so the file is never shorter."""
     if in_blobs(conn):
         return None
     slots = int(_meta(conn, SLOTS_KEY) or 0)
-    highest = conn.execute("SELECT MAX(slot) FROM vectors").fetchone()[0]
-    if highest is None:
+    if not slots:
         return None
     path = vector_file(conn).folder / file_name(conn)
     held = path.stat().st_size // (4 * dim) if path.exists() else 0
-    if held <= int(highest):
-        return (f"{path} holds {held} vectors, the catalog references {int(highest) + 1} "
-                f"({slots} handed out): it was cut short or removed")
+    if held < slots:
+        return f"{path} holds {held} vectors, the catalog {slots}: it was cut short or removed"
     return None

@@ -1,11 +1,12 @@
 """Vector stores behind one contract (``base.Backend``), chosen per index:
 
-- ``faiss`` (default): FAISS indexes over a SQLite store of points, inside the index directory;
+- ``faiss`` (default): FAISS over the catalog's own vectors and rows (``catalog_backend``); a
+  directory without a catalog gets FAISS indexes over a SQLite store of points (``faiss_backend``);
 - ``qdrant-edge``: the Qdrant engine embedded in-process (qdrant-edge-py), inside the index directory;
 - ``qdrant``: a Qdrant server or cluster at a URL (qdrant-client); a path instead of a URL uses
   qdrant-client's local mode, which stands in for a server in tests.
 
-The SQLite catalog stays each machine's bookkeeping; ``sync`` brings the chosen store in step with it.
+The SQLite catalog stays each machine's bookkeeping; ``sync`` brings a Qdrant store in step with it.
 """
 
 from __future__ import annotations

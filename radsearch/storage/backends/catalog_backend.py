@@ -24,6 +24,7 @@ class too, exactly (``flat``) and without writing anything.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -70,18 +71,19 @@ _IDENTITY = {
     "studies": "st.id",
     "sentences": "s.study_id || ':' || s.idx || ':' || r.text",
 }
-# The newest row making the same point as each given row (a study's rows only are compared).
+# The newest row making the same point as each given row: only the rows of the same study are
+# read (CROSS JOIN keeps SQLite's planner from scanning the whole collection instead).
 _NEWEST = {
-    "images": "SELECT v.id, (SELECT MAX(v2.id) FROM images AS i2 JOIN files AS f2 ON "
-              "f2.id = i2.file_id JOIN vectors AS v2 ON v2.collection = 'images' AND "
-              "v2.ref_id = i2.id WHERE i2.study_id = i.study_id AND i2.frame = i.frame AND "
+    "images": "SELECT v.id, (SELECT MAX(v2.id) FROM images AS i2 CROSS JOIN files AS f2 "
+              "CROSS JOIN vectors AS v2 WHERE i2.study_id = i.study_id AND f2.id = i2.file_id "
+              "AND v2.collection = 'images' AND v2.ref_id = i2.id AND i2.frame = i.frame AND "
               "COALESCE(f2.sha256, f2.path) = COALESCE(f.sha256, f.path)) FROM vectors AS v "
               "JOIN images AS i ON i.id = v.ref_id JOIN files AS f ON f.id = i.file_id "
               "WHERE v.id IN ({marks})",
-    "sentences": "SELECT v.id, (SELECT MAX(v2.id) FROM reports AS r2 JOIN sentences AS s2 ON "
-                 "s2.report_id = r2.id JOIN vectors AS v2 ON v2.collection = 'sentences' AND "
-                 "v2.ref_id = s2.id WHERE r2.study_id = s.study_id AND s2.idx = s.idx AND "
-                 "r2.text = r.text) FROM vectors AS v JOIN sentences AS s ON s.id = v.ref_id "
+    "sentences": "SELECT v.id, (SELECT MAX(v2.id) FROM reports AS r2 CROSS JOIN sentences AS s2 "
+                 "CROSS JOIN vectors AS v2 WHERE r2.study_id = s.study_id AND r2.text = r.text "
+                 "AND s2.report_id = r2.id AND s2.idx = s.idx AND v2.collection = 'sentences' "
+                 "AND v2.ref_id = s2.id) FROM vectors AS v JOIN sentences AS s ON s.id = v.ref_id "
                  "JOIN reports AS r ON r.id = s.report_id WHERE v.id IN ({marks})",
 }
 _LISTS = ("studies", "sentences")  # modality, body_part, view: every value over the study's images
@@ -165,14 +167,35 @@ class CatalogBackend(Backend):
         self.device = resolve_device(str(options.get("device", "auto")))
         self._indexes: dict[str, FaissIndex] = {}
         self._seen: dict[str, int] = {}  # the catalog's data_version each index was checked at
+        self._slots: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}  # ids, their slots, file
 
     # -- the FAISS index of a collection ------------------------------------------------------
-    def _vectors(self, ids: np.ndarray) -> np.ndarray:
+    def _vectors(self, ids: np.ndarray, name: str | None = None) -> np.ndarray:
+        """Full-precision vectors of vector ids: by the slots read with the collection's ids (no
+        query per search), else from the catalog."""
+        mapped = self._slots.get(name)
+        if mapped is not None and len(ids):
+            known, slots, file = mapped
+            at = np.searchsorted(known, ids).clip(0, max(len(known) - 1, 0))
+            if len(known) and np.array_equal(known[at], ids):
+                return vectors.vector_file(self.conn).rows(file, slots[at], self.dim)
         return vectors.read_by_ids(self.conn, ids, self.dim)
 
     def _ids(self, name: str) -> np.ndarray:
-        return np.fromiter((row[0] for row in self.conn.execute(
-            "SELECT id FROM vectors WHERE collection = ? ORDER BY id", (name,))), dtype=np.int64)
+        """The collection's vector ids, in order; their slots are kept for ``_vectors``."""
+        if vectors.in_blobs(self.conn):
+            self._slots.pop(name, None)
+            return np.fromiter((row[0] for row in self.conn.execute(
+                "SELECT id FROM vectors WHERE collection = ? ORDER BY id", (name,))), dtype=np.int64)
+        rows = np.asarray(self.conn.execute(
+            "SELECT id, slot FROM vectors WHERE collection = ? ORDER BY id", (name,)).fetchall(),
+            dtype=np.int64).reshape(-1, 2)
+        ids = np.ascontiguousarray(rows[:, 0])
+        self._slots[name] = (ids, np.ascontiguousarray(rows[:, 1]), vectors.file_name(self.conn))
+        return ids
+
+    def _reader(self, name: str):
+        return functools.partial(self._vectors, name=name)
 
     def recorded_choice(self, name: str) -> IndexChoice | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?",
@@ -206,10 +229,11 @@ class CatalogBackend(Backend):
                 device=self.device, overrides=self.index_params)
             path = self._path(name, choice)
             index = (FaissIndex.load(path, self.dim, choice, device=self.device,
-                                     search_params=self.index_params, vectors_of=self._vectors)
+                                     search_params=self.index_params,
+                                     vectors_of=self._reader(name))
                      if path is not None and choice.kind != "flat" else None)
             if index is None:
-                index = self._build(choice, ids)
+                index = self._build(name, choice, ids)
                 self._indexes[name] = index
                 return len(ids), 0
             self._indexes[name] = index
@@ -217,24 +241,24 @@ class CatalogBackend(Backend):
         extra = np.setdiff1d(held, ids, assume_unique=True)
         missing = np.setdiff1d(ids, held, assume_unique=True)
         if extra.size and not index.removable:
-            self._indexes[name] = self._build(index.choice, ids)
+            self._indexes[name] = self._build(name, index.choice, ids)
             return len(missing), len(extra)
         index.remove(extra)
         for start in range(0, missing.size, 50_000):
             chunk = missing[start : start + 50_000]
-            index.add(self._vectors(chunk), chunk)
+            index.add(self._vectors(chunk, name), chunk)
         return len(missing), len(extra)
 
-    def _build(self, choice: IndexChoice, ids: np.ndarray) -> FaissIndex:
+    def _build(self, name: str, choice: IndexChoice, ids: np.ndarray) -> FaissIndex:
         """A new index of ``ids``, their vectors read a chunk at a time."""
         index = FaissIndex(self.dim, choice, device=self.device, search_params=self.index_params,
-                           vectors_of=self._vectors)
+                           vectors_of=self._reader(name))
         if choice.kind in TRAINED_KINDS and len(ids):
             sample = np.sort(training_sample(ids, choice.params["nlist"]))
-            index.train(self._vectors(sample))
+            index.train(self._vectors(sample, name))
         for start in range(0, len(ids), 50_000):
             chunk = ids[start : start + 50_000]
-            index.add(self._vectors(chunk), chunk)
+            index.add(self._vectors(chunk, name), chunk)
         return index
 
     # -- reads --------------------------------------------------------------------------------
@@ -294,7 +318,7 @@ class CatalogBackend(Backend):
                 f"SELECT MAX(v.id) FROM {_FROM[collection]} WHERE {where} "
                 f"GROUP BY {_IDENTITY[collection]} ORDER BY 1 LIMIT ?", (*args, limit))]
             made = payloads.build_payloads(self.conn, collection, ids)
-            matrix = self._vectors(np.asarray([vid for vid, _, _ in made], dtype=np.int64)) \
+            matrix = vectors.read_by_ids(self.conn, [vid for vid, _, _ in made], self.dim) \
                 if with_vectors else None
         return [Record(pid, payload, None if matrix is None else matrix[i])
                 for i, (_, pid, payload) in enumerate(made)]
