@@ -172,36 +172,17 @@ def index(
     json_output: JsonOpt = False,
 ) -> None:
     """Index a folder or a PACS: new and changed files are embedded, unchanged files skipped."""
-    from radsearch.storage.backends import parse_options
     from radsearch.encoders import DEFAULT_MODEL
-    from radsearch.indexer import index_folder
-    from radsearch.indexer.pacs import is_pacs_address
+    from radsearch.indexer.sources import index_source
+    from radsearch.storage.backends import parse_options
 
-    if is_pacs_address(path):
-        from radsearch.indexer.pacs import index_pacs
-
-        if reports is not None or group_by is not None or shard is not None:
-            raise RadsearchError("--reports, --group-by and --shard are for folders, not a PACS")
-
-        def run(on_progress):
-            return index_pacs(
-                path, since=since, modality=modality, studies=tuple(study or ()), index=index,
-                workers=workers, prune=prune, model=model or DEFAULT_MODEL, backend=backend,
-                url=url, backend_options=parse_options(backend_opt or []), ct_windows=ct_windows,
-                keep_phi=keep_phi, on_progress=on_progress)
-    else:
-        if since is not None or modality is not None or study:
-            raise RadsearchError("--since, --modality and --study select studies of a PACS "
-                                 "(dicomweb+https://host/path, dimse://AET@host:port), not of a "
-                                 "folder")
-
-        def run(on_progress):
-            return index_folder(
-                Path(path), index=index, reports=reports, workers=workers, prune=prune,
-                model=model or DEFAULT_MODEL, backend=backend, url=url,
-                backend_options=parse_options(backend_opt or []), shard=shard,
-                ct_windows=ct_windows, keep_phi=keep_phi, group_by=group_by,
-                on_progress=on_progress)
+    def run(on_progress):
+        return index_source(
+            path, reports=reports, group_by=group_by, shard=shard, since=since, modality=modality,
+            studies=study or (), index=index, workers=workers, prune=prune,
+            model=model or DEFAULT_MODEL, backend=backend, url=url,
+            backend_options=parse_options(backend_opt or []), ct_windows=ct_windows,
+            keep_phi=keep_phi, on_progress=on_progress)
 
     emit(_run_with_progress(run, quiet=json_output), json_output, _print_index_summary)
 
@@ -336,6 +317,8 @@ def search(
 
 
 def _print_label_results(results) -> None:
+    from radsearch.study_refs import display_name, display_path
+
     kind = "finding" if results.kind == "findings" else "softmax over the set"
     out.print(f"{results.label} ({results.label_set}, {kind}) >= {results.min_prob:g} - "
               f"{len(results.hits)} studies", highlight=False)
@@ -347,9 +330,9 @@ def _print_label_results(results) -> None:
         table.add_column(column, overflow="fold")
     for rank, hit in enumerate(results.hits, start=1):
         table.add_row(
-            str(rank), f"{hit.probability:.3f}", _study_label(hit.study),
+            str(rank), f"{hit.probability:.3f}", display_name(hit.study),
             hit.study_date or "", ", ".join(hit.modalities + hit.body_parts),
-            "\n".join(_short_path(image.path) + (f"#{image.frame}" if image.frame else "")
+            "\n".join(display_path(image.path) + (f"#{image.frame}" if image.frame else "")
                       for image in hit.images),
         )
     out.print(table)
@@ -379,6 +362,8 @@ def similar(
 
 
 def _print_results(results) -> None:
+    from radsearch.study_refs import display_name
+
     if not results.hits:
         out.print("no matching studies")
         _print_unmatched(results.unmatched_filters)
@@ -391,7 +376,7 @@ def _print_results(results) -> None:
     table.add_column("study", overflow="fold", ratio=2)
     table.add_column("matches", overflow="fold", ratio=3)
     for rank, hit in enumerate(results.hits, start=1):
-        label = _study_label(hit.study)
+        label = display_name(hit.study)
         if hit.study.startswith("file:") and "/" in label:  # the folder, then the file, each whole
             label = label.rsplit("/", 1)[0] + "/\n" + label.rsplit("/", 1)[1]
         study = "\n".join(filter(None, [label, hit.study_date,
@@ -409,11 +394,13 @@ def _print_results(results) -> None:
 
 def _image_lines(images) -> list[str]:
     """Matching images, their folder said once: 'folder/' then each file name, indented."""
+    from radsearch.study_refs import display_path
+
     lines: list[str] = []
     folder = None
     for image in images:
         # Split as text: a PACS instance's key (dicomweb://host/...) is no file path
-        parent, _, base = _short_path(image.path).rpartition("/")
+        parent, _, base = display_path(image.path).rpartition("/")
         name = base + (f"#{image.frame}" if image.frame else "")
         if (parent or ".") != folder:
             folder = parent or "."
@@ -433,23 +420,6 @@ def _print_unmatched(unmatched: dict[str, list[str]]) -> None:
             values = ", ".join(held) if held else "none (no study records it)"
             out.print(f"no study has that {option}; the index holds: {values}", highlight=False,
                       markup=False, soft_wrap=True)
-
-
-def _short_path(path: str) -> str:
-    """A path relative to the working directory when it lies below it."""
-    try:
-        return str(Path(path).relative_to(Path.cwd()))
-    except ValueError:
-        return path
-
-
-def _study_label(key: str) -> str:
-    """Folder and file studies by their path; DICOM and CSV-group studies by a prefix `show`
-    accepts."""
-    kind, _, rest = key.partition(":")
-    if kind in ("file", "dir") and rest:
-        return _short_path(rest)
-    return key[:18] if kind == "group" else key[:12]
 
 
 def show(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 
@@ -90,6 +91,27 @@ def study_key(store: Store, ref: str) -> str:
         raise RadsearchError(f"{ref}: no such file, and no indexed study, series or image with "
                              "that id")
     return key
+
+
+SHOWN_KEY_LENGTH = 12  # of a hashed key: unique in any real index, and >= the 8 a prefix needs
+
+
+def display_name(key: str, cwd: Path | None = None) -> str:
+    """How a list names a study: a folder or file study by its path (see :func:`display_path`);
+    a DICOM or CSV-group study by the first characters of its key, a prefix that
+    :func:`resolve_study_id` takes back (in an index with its catalog) while it is unique."""
+    kind, _, rest = key.partition(":")
+    if kind in ("file", "dir") and rest:
+        return display_path(rest, cwd)
+    return key[:len("group:") + SHOWN_KEY_LENGTH] if kind == "group" else key[:SHOWN_KEY_LENGTH]
+
+
+def display_path(path: str, cwd: Path | None = None) -> str:
+    """``path`` relative to ``cwd`` (default: the working directory) when it lies below it."""
+    try:
+        return str(Path(path).relative_to(cwd or Path.cwd()))
+    except ValueError:
+        return path
 
 
 def stored_study_vector(store: Store, key: str) -> np.ndarray:
