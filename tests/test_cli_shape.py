@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from radsearch.cli import COMMANDS, app
+from radsearch.cli import COMMANDS, GROUPS, app
 from radsearch.lazy_commands import Entry, LazyGroup
 
 runner = CliRunner()
@@ -93,3 +95,15 @@ def test_an_unknown_command_is_a_usage_error() -> None:
     result = runner.invoke(app, ["serach", "x"])
     assert result.exit_code == 2
     assert "No such command 'serach'" in result.output
+
+
+def test_every_command_the_readme_shows_is_in_the_table() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    shown = set()
+    for block in re.findall(r"```bash\n(.*?)```", readme, re.S):
+        for line in block.splitlines():
+            words = line.split()
+            if words[:1] == ["radsearch"] and len(words) > 1:
+                shown.add(" ".join(words[1:3] if words[1] in GROUPS else words[1:2]))
+    assert {"index", "search", "doctor", "train clip", "eval report"} <= shown
+    assert shown <= set(COMMANDS), shown - set(COMMANDS)
