@@ -45,12 +45,33 @@ class DraftSession:
         vector, exclusions = self.query(query, same_patient)
         return self.draft_vector(str(query), vector, exclusions, k, drafter)
 
+    def pixels(self, query: str) -> np.ndarray:
+        """The query image as the index reads its images (a series: its middle frame), for drafters
+        that write from the image itself."""
+        from radsearch.reading import ReadError, SkipFile, read_file
+
+        path = Path(query)
+        if not path.is_file():
+            raise RadsearchError(f"{query}: this drafter writes from the image: draft an image file")
+        try:
+            frames = read_file(path, image_size=self.encoder.image_size, salt=self.store.salt,
+                               ct_windows=self.store.ct_windows).frames
+        except (ReadError, SkipFile) as error:
+            raise RadsearchError(f"{path}: {error}") from None
+        if not frames:
+            raise RadsearchError(f"{path}: holds no image")
+        return frames[len(frames) // 2].pixels
+
     def draft_vector(self, label: str, vector: np.ndarray, exclusions: Exclusions, k: int,
                      drafter: Drafter) -> Draft:
         if k < 1:
             raise RadsearchError(f"k must be at least 1, got {k}")
         neighbours = self.finder.find(vector, k, exclusions)
-        lines = drafter.compose(vector, neighbours, self.reports)
+        if drafter.needs_image:
+            lines = drafter.compose_image(self.pixels(label), self.encoder, vector, neighbours,
+                                          self.reports)
+        else:
+            lines = drafter.compose(vector, neighbours, self.reports)
         sentences = cite(lines, neighbours, lambda texts: self.encoder.encode_texts(texts))
         return Draft(
             query=label, drafter=drafter.name, draft=render(sentences), sentences=sentences,
