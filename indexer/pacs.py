@@ -104,7 +104,9 @@ def _index(source: PacsSource, instances, query: PacsQuery, *, index: Path, work
            model: str, batch_size: int, spec, ct_windows, keep_phi: bool, on_progress,
            started: float, started_at: float, clock: StageClock) -> IndexSummary:
     windows = parse_ct_windows(ct_windows) if ct_windows is not None else None
-    encoder = create_model(model)
+    with clock.stage("model") as record:
+        encoder = create_model(model)
+        record.items += 1
     summary = IndexSummary(index=str(index))
     with disk_full_named(index), Store.open_for_writing(index, encoder.describe(), spec,
                                                         ct_windows=windows,

@@ -84,7 +84,9 @@ def index_folder(
     spec = backend_spec(backend, url, backend_options)
     parsed_shard = Shard.parse(shard) if shard is not None else None
     windows = parse_ct_windows(ct_windows) if ct_windows is not None else None
-    encoder = create_model(model)
+    with clock.stage("model") as record:
+        encoder = create_model(model)
+        record.items += 1
     summary = IndexSummary(index=str(index))
     with disk_full_named(index), Store.open_for_writing(index, encoder.describe(), spec,
                                 None if parsed_shard is None else str(parsed_shard),

@@ -27,6 +27,7 @@ Batch = TypeVar("Batch")
 # What each stage counts as its items, in pipeline order. Read items are files hashed, and decoded
 # when new or changed (fetched first from a PACS); discover items are files found (instances listed).
 STAGE_ITEMS = {
+    "model": "models loaded",
     "discover": "files found",
     "read": "files read",
     "embed": "images embedded",

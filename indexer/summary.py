@@ -41,7 +41,7 @@ class IndexSummary:
         return data
 
     def stage_line(self) -> str:
-        """The stage times in one line: ``discover 0.1 s, read 2.0 s, embed 5.1 s, ...``."""
+        """The stage times in one line: ``model 1.2 s, discover 0.1 s, read 2.0 s, ...``."""
         return ", ".join(f"{name} {times['seconds']:.1f} s" for name, times in self.stages.items())
 
 

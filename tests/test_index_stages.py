@@ -435,7 +435,8 @@ def test_index_folder_reports_each_stage_with_its_items(folder, tmp_path):
     summary = index_folder(folder, index=tmp_path / "index", model=TINY, workers=1)
 
     stages = summary.stages
-    assert list(stages) == ["discover", "read", "embed", "write", "reports", "aggregate", "sync"]
+    assert list(stages) == ["model", "discover", "read", "embed", "write", "reports", "aggregate",
+                            "sync"]
     assert stages["discover"]["items"] == len(discover(folder))
     assert stages["read"]["items"] == summary.indexed == 5  # 3 DICOM files, 2 JPEG images
     assert stages["embed"]["items"] == summary.images == 4  # the SR has no frames
@@ -445,7 +446,7 @@ def test_index_folder_reports_each_stage_with_its_items(folder, tmp_path):
     assert all(times["seconds"] >= 0 for times in stages.values())
     as_json = json.loads(json.dumps(summary.to_dict()))
     assert as_json["stages"] == stages
-    assert summary.stage_line().startswith("discover ") and "embed " in summary.stage_line()
+    assert summary.stage_line().startswith("model ") and ", embed " in summary.stage_line()
 
     again = index_folder(folder, index=tmp_path / "index", model=TINY, workers=0)
     assert again.stages["read"]["items"] == again.stages["embed"]["items"] == 0
@@ -472,5 +473,5 @@ def test_index_prints_the_stage_times_in_one_line(folder, tmp_path):
                                       "--model", TINY, "--workers", "0"])
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stdout.splitlines() if line.startswith("stages: ")]
-    assert len(lines) == 1 and lines[0].startswith("stages: discover ") and " s, read " in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("stages: model ") and " s, read " in lines[0]
     assert result.stdout.splitlines()[0].startswith("indexed 5, unchanged 0, failed 1, skipped 1")
