@@ -78,7 +78,7 @@ COMMANDS: dict[str, Entry] = {
                          "corpus index; BLEU-1..4, METEOR, ROUGE-L, CIDEr, finding F1."),
 }
 GROUPS = {
-    "train": "Train encoders (`radsearch train clip`).",
+    "train": "Train the encoders and the report drafter (`radsearch train clip`).",
     "eval": "Evaluate encoders (`radsearch eval retrieval`).",
 }
 

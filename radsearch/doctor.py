@@ -10,6 +10,7 @@ import importlib.metadata
 import platform
 import re
 import shutil
+import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def index_status(index: Path | None = None) -> IndexStatus:
 
     try:
         data = stats(index=path)
-    except RadsearchError as error:
+    except (RadsearchError, sqlite3.DatabaseError, OSError) as error:  # doctor reports, not fails
         return IndexStatus(str(path), exists=True, error=str(error))
     return IndexStatus(str(path), exists=True, backend=data["backend"], model=data["model"]["name"],
                        dim=data["model"]["dim"], studies=data["studies"])

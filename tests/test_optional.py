@@ -114,3 +114,13 @@ def test_doctor_describes_an_index_from_its_catalog(tmp_path) -> None:
     assert data["index"]["backend"] == "faiss" and data["index"]["studies"] > 0
     text = runner.invoke(app, ["doctor", "--index", str(tmp_path / "index")]).output
     assert re.search(r"index      .+: \d+ studies, faiss back end, model hashing-tiny \(\d+-d\)", text)
+
+
+def test_doctor_reports_a_damaged_index_instead_of_failing(tmp_path) -> None:
+    index = tmp_path / "index"
+    index.mkdir()
+    (index / "catalog.sqlite").write_bytes(b"not a database" * 100)
+    result = runner.invoke(app, ["doctor", "--index", str(index), "--json"])
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.stdout)["index"]
+    assert status["exists"] and status["error"] and status["model"] is None
