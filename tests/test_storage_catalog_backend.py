@@ -130,3 +130,26 @@ def test_writes_through_the_contract_are_refused_in_one_line(index):
     with Store.open_for_reading(index) as store:
         with pytest.raises(Exception, match="points are written by `radsearch index`"):
             store.backend.upsert("images", [])
+
+
+def test_the_writer_sees_its_own_commits(tmp_path, shared_data):
+    """The writer's own commits leave SQLite's data_version as it was: its back end must still
+    notice them, or it would answer from the index it loaded before."""
+    from radsearch.encoders import create_model
+    from radsearch.indexer import writer
+    from radsearch.storage import catalog
+
+    root = tmp_path / "studies"
+    build_corpus(root, shared_data)
+    index = tmp_path / "index"
+    index_folder(root, index=index, model=TINY, workers=0)
+    with Store.open_for_writing(index, create_model(TINY).describe()) as store:
+        query = np.ones(store.dim, np.float32) / np.sqrt(store.dim)
+        last = store.backend.search("images", query, 100)[-1]
+        image = store.conn.execute("SELECT i.id FROM images AS i JOIN files AS f ON "
+                                   "f.id = i.file_id WHERE f.path = ?",
+                                   (last.payload["path"],)).fetchone()[0]
+        with catalog.transaction(store.conn):  # the last image now holds the query itself
+            writer.put_vector(store.conn, "images", image, query)
+        top = store.backend.search("images", query, 1)[0]
+        assert top.id == last.id and top.score > 0.999

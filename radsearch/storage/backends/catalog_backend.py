@@ -166,7 +166,7 @@ class CatalogBackend(Backend):
         self.index_params = {**dict(options.get("faiss_params", {})), **env_params()}
         self.device = resolve_device(str(options.get("device", "auto")))
         self._indexes: dict[str, FaissIndex] = {}
-        self._seen: dict[str, int] = {}  # the catalog's data_version each index was checked at
+        self._seen: dict[str, tuple[int, int]] = {}  # the catalog's versions at each look
         self._slots: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}  # ids, their slots, file
 
     # -- the FAISS index of a collection ------------------------------------------------------
@@ -207,7 +207,9 @@ class CatalogBackend(Backend):
 
     def _index(self, name: str) -> FaissIndex | None:
         """The collection's index, loaded or built, in step with the catalog (None: no vectors)."""
-        version = int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+        # Another connection's commits change data_version, this one's own total_changes.
+        version = (int(self.conn.execute("PRAGMA data_version").fetchone()[0]),
+                   self.conn.total_changes)
         if name in self._indexes and self._seen.get(name) == version:
             return self._indexes[name]
         with sqlite.snapshot(self.conn):
