@@ -67,10 +67,10 @@ class Feature:
         also = f" ({self.alternative})" if self.alternative else ""
         return f"{self.what} needs {needs}: pip install 'radsearch[{self.extra}]'{also}"
 
-    def require(self, error: type[Exception] = MissingDependency) -> None:
-        """Raise ``error`` with :meth:`message` when a package is missing."""
+    def require(self) -> None:
+        """Raise :class:`MissingDependency` with :meth:`message` when a package is missing."""
         if not self.is_available():
-            raise error(self.message())
+            raise MissingDependency(self.message())
 
 
 def _package(module: str, *distributions: str) -> Package:
@@ -108,9 +108,10 @@ def feature(name: str) -> Feature:
     return FEATURES[name]
 
 
-def require(name: str, error: type[Exception] = MissingDependency) -> None:
-    """Raise ``error`` (one line: what is missing and the pip command) unless ``name`` can run."""
-    FEATURES[name].require(error)
+def require(name: str) -> None:
+    """Raise :class:`MissingDependency` (one line: what is missing and the pip command) unless
+    ``name`` can run."""
+    FEATURES[name].require()
 
 
 def is_available(name: str) -> bool:

@@ -31,17 +31,17 @@ def emit(result: T, json_output: bool, human: Callable[[T], None]) -> None:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(jsonable(data), indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(json.dumps(_jsonable(data), indent=2, ensure_ascii=False) + "\n")
 
 
-def jsonable(data: Any) -> Any:
+def _jsonable(data: Any) -> Any:
     """Result objects as plain JSON values: ``to_dict()`` where they have one, dataclass fields else."""
     if hasattr(data, "to_dict"):
         return data.to_dict()
     if dataclasses.is_dataclass(data) and not isinstance(data, type):
         return dataclasses.asdict(data)
     if isinstance(data, (list, tuple)):
-        return [jsonable(item) for item in data]
+        return [_jsonable(item) for item in data]
     return data
 
 
