@@ -42,6 +42,19 @@ def test_help_lists_every_command_without_importing_heavy_modules() -> None:
     assert listed == {path.split()[0] for path in COMMANDS}
 
 
+def test_no_command_module_imports_torch_or_a_back_end_at_load() -> None:
+    # A command's own --help loads its module: torch, FAISS, Qdrant and Streamlit wait for the run.
+    modules = sorted({entry.target.partition(":")[0] for entry in COMMANDS.values()})
+    code = ("import importlib, sys\n"
+            f"for name in {modules!r}:\n"
+            "    importlib.import_module(name)\n"
+            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert not {"torch", "faiss", "qdrant_client", "qdrant_edge", "streamlit", "transformers",
+                "onnxruntime", "open_clip"} & set(result.stdout.split())
+
+
 @pytest.mark.parametrize("path", list(COMMANDS))
 def test_every_table_entry_loads_and_shows_its_help(path: str) -> None:
     result = runner.invoke(app, [*path.split(), "--help"], env={"COLUMNS": "80"},
