@@ -397,22 +397,3 @@ def test_first_run_on_a_full_disk_leaves_an_index_that_says_it_holds_nothing(sma
     filler.unlink()
     index_folder(root, index=index, model=TINY, workers=0)
     assert stats(index=index)["images"] == 2
-
-
-@pytest.mark.parametrize("content", [b"", None], ids=["zero-byte", "no-schema"])
-def test_a_store_killed_before_its_schema_is_empty_not_damaged(tmp_path, content):
-    """A run killed between creating points.sqlite and writing its tables leaves a file with no
-    tables: that store holds nothing yet; readers must not call it damaged."""
-    import sqlite3
-
-    from radsearch.storage.backends.faiss_backend import POINTS_FILE, inspect_store
-
-    store = tmp_path / "faiss"
-    store.mkdir()
-    path = store / POINTS_FILE
-    if content is None:
-        sqlite3.connect(path).close()  # what connect() leaves before the schema is committed
-    else:
-        path.write_bytes(content)
-    assert inspect_store(store) is None
-    assert inspect_store(store, thorough=True) is None

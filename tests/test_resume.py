@@ -21,7 +21,6 @@ from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from radsearch import search, stats

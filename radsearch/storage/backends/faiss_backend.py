@@ -30,8 +30,6 @@ from radsearch.storage.backends.base import (
     Point,
     PointFilter,
     Record,
-    StoreDamagedError,
-    StoreView,
     integer_terms,
     keyword_terms,
 )
@@ -47,7 +45,6 @@ from radsearch.storage.backends.faiss_index import (
     resolve_device,
     training_sample,
 )
-from radsearch.storage.catalog import quick_check
 from radsearch.storage import sqlite as sqlite_helper
 from radsearch.storage.sqlite import blobs_to_matrix as _matrix
 from radsearch.storage.sqlite import chunks, marks
@@ -487,34 +484,6 @@ class FaissBackend(Backend):
             self.conn.close()
             self.conn = None
         self._indexes.clear()
-
-
-def inspect_store(directory: Path, *, thorough: bool = False) -> StoreView | None:
-    """The store at ``directory`` as its points.sqlite records it (None: there is none);
-    ``thorough`` also runs SQLite's quick_check over every page. Raises StoreDamagedError."""
-    path = Path(directory) / POINTS_FILE
-    if not path.exists():
-        return None
-    try:
-        conn = sqlite_helper.connect_read_only(path)
-        try:
-            if thorough:
-                problem = quick_check(conn)
-                if problem is not None:
-                    raise StoreDamagedError(f"{path} is damaged ({problem})")
-            if conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0:
-                return None  # created by a run killed before it wrote the schema: nothing yet
-            meta = dict(conn.execute("SELECT key, value FROM meta"))
-            counts = dict(conn.execute(
-                "SELECT c.name, (SELECT COUNT(*) FROM points AS p WHERE p.collection = c.name) "
-                "FROM collections AS c"))
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as error:
-        raise StoreDamagedError(f"{path} is damaged ({error})") from None
-    record = json.loads(meta["record"]) if "record" in meta else {}
-    generation = meta.get("generation")
-    return StoreView(record.get("instance"), int(generation) if generation else None, counts)
 
 
 _loads = json.JSONDecoder().decode
