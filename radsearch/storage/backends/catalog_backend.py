@@ -53,15 +53,17 @@ STATE_KEY = "faiss.{}.state"  # meta: [vectors, largest vector id] at the writer
 # Per collection: the rows a point is made of, its date column, its identity (rows of one identity
 # make one point, see payloads.point_id) and, per keyword field, its SQL value; a field in LISTS
 # is a list over the study's images in the payload.
-_FROM = {
-    "images": "vectors AS v JOIN images AS i ON i.id = v.ref_id JOIN series AS se "
-              "ON se.id = i.series_id JOIN studies AS st ON st.id = i.study_id "
-              "JOIN files AS f ON f.id = i.file_id",
-    "series": "vectors AS v JOIN series AS se ON se.id = v.ref_id "
-              "JOIN studies AS st ON st.id = se.study_id",
-    "studies": "vectors AS v JOIN studies AS st ON st.id = v.ref_id",
-    "sentences": "vectors AS v JOIN sentences AS s ON s.id = v.ref_id "
-                 "JOIN studies AS st ON st.id = s.study_id JOIN reports AS r ON r.id = s.report_id",
+_FROM = {  # CROSS JOIN keeps this order: a study's rows are found through its key's index
+    "images": "studies AS st CROSS JOIN images AS i ON i.study_id = st.id CROSS JOIN vectors AS v "
+              "ON v.collection = 'images' AND v.ref_id = i.id JOIN series AS se "
+              "ON se.id = i.series_id JOIN files AS f ON f.id = i.file_id",
+    "series": "studies AS st CROSS JOIN series AS se ON se.study_id = st.id CROSS JOIN vectors AS v "
+              "ON v.collection = 'series' AND v.ref_id = se.id",
+    "studies": "studies AS st CROSS JOIN vectors AS v ON v.collection = 'studies' "
+               "AND v.ref_id = st.id",
+    "sentences": "studies AS st CROSS JOIN reports AS r ON r.study_id = st.id CROSS JOIN "
+                 "sentences AS s ON s.report_id = r.id CROSS JOIN vectors AS v "
+                 "ON v.collection = 'sentences' AND v.ref_id = s.id",
 }
 _DATE = {"images": "i.study_date", "series": "st.study_date", "studies": "st.study_date",
          "sentences": "st.study_date"}
@@ -125,7 +127,9 @@ def filter_sql(collection: str, flt: PointFilter | None) -> tuple[str, list]:
         column = _keyword(collection, field)
         if column is None:
             return None, []
-        return f"COALESCE({column} IN ({marks}), 0)", [*map(str, values)]
+        # NULL IN (...) is NULL: false in a WHERE, and kept plain so that an index serves it
+        # (a study's key); its negation is written out below.
+        return f"{column} IN ({marks})", [*map(str, values)]
 
     for field, values in flt.any_of:
         sql, values_args = test(field, values)
@@ -134,7 +138,7 @@ def filter_sql(collection: str, flt: PointFilter | None) -> tuple[str, list]:
     for field, values in flt.none_of:
         sql, values_args = test(field, values)
         if sql is not None:
-            clauses.append(f"NOT {sql}")
+            clauses.append(f"NOT COALESCE({sql}, 0)")
             args += values_args
     for field, low, high in flt.ranges:
         day = _day(_DATE[collection])
