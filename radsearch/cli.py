@@ -388,6 +388,9 @@ def _print_results(results) -> None:
             lines.append(f"[dim]{escape(hit.snippet)}[/dim]")
         table.add_row(str(rank), f"{hit.score:.3f}", escape(study), "\n".join(lines))
     out.print(table, highlight=False)
+    for rank, hit in enumerate(results.hits, start=1):  # whole, unwrapped: a terminal opens them
+        if hit.link:
+            out.print(f"{rank}. {hit.link}", highlight=False, markup=False, soft_wrap=True)
     out.print("(`radsearch show STUDY|FILE` for a study; --json for full keys and paths)",
               style="dim", highlight=False)
 
