@@ -153,7 +153,7 @@ def train_drafter(towers: FrozenTowers, data: DrafterData, vocab: Vocab, model: 
     total = sum(per_epoch[name] * epochs for name, _, epochs in phases)
     warmup = max(1, int(config.warmup_fraction * total))
     history: list[dict] = []
-    best = {"dev_loss": float("inf"), "epoch": None}
+    best: dict = {"dev_loss": None, "epoch": None}
     step = 0
     done: set[tuple[str, int]] = set()
     checkpoint = out / CHECKPOINT
@@ -203,7 +203,7 @@ def train_drafter(towers: FrozenTowers, data: DrafterData, vocab: Vocab, model: 
                       "seconds": round(time.monotonic() - began, 1)}
             if phase == "train":
                 record["dev_loss"] = dev_loss(net, data.dev, data, vocab, 32, device, config.precision)
-                if record["dev_loss"] < best["dev_loss"]:
+                if best["dev_loss"] is None or record["dev_loss"] < best["dev_loss"]:
                     best = {"dev_loss": record["dev_loss"], "epoch": epoch}
                     save_weights(out / RUN_FILE, net, vocab, beam, towers.encoder.name,
                                  towers.encoder.weights_hash())
