@@ -41,6 +41,22 @@ def _slice_sort_key(row: sqlite3.Row) -> tuple:
     )
 
 
+# Series fields that each image also records (as read from its own file).
+_SHARED_FIELDS = ("modality", "body_part", "view")
+
+
+def _settle_series_fields(conn: sqlite3.Connection, series_id: int) -> None:
+    # Images of one series can disagree (a folder case holding CT and MR files): the series takes
+    # each field's most common value among its images, ties to the alphabetically first, so the
+    # result never depends on which file a run happened to write last (a resumed run's order).
+    for field in _SHARED_FIELDS:
+        row = conn.execute(
+            f"SELECT {field} FROM images WHERE series_id = ? AND {field} IS NOT NULL "
+            f"GROUP BY {field} ORDER BY COUNT(*) DESC, {field} LIMIT 1", (series_id,)).fetchone()
+        if row is not None:
+            conn.execute(f"UPDATE series SET {field} = ? WHERE id = ?", (row[0], series_id))
+
+
 def update_series(conn: sqlite3.Connection, dim: int, pool: SlicePool | None = None) -> int:
     """Order the slices of each dirty series and pool its vector with ``pool`` (the encoder's
     ``pool_slices``; by default the mean); returns the number of series updated."""
@@ -70,6 +86,7 @@ def update_series(conn: sqlite3.Connection, dim: int, pool: SlicePool | None = N
             if volume.shape != (dim,):
                 raise ValueError(f"slice pooling returned shape {volume.shape}, expected ({dim},)")
             put_vector(conn, "series", series_id, volume)
+            _settle_series_fields(conn, series_id)
             conn.execute("UPDATE series SET dirty = 0 WHERE id = ?", (series_id,))
             conn.execute(
                 "UPDATE studies SET dirty = 1 WHERE id = (SELECT study_id FROM series WHERE id = ?)",

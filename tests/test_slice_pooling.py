@@ -327,3 +327,34 @@ def test_every_multi_slice_series_gets_a_volume_embedding(shared_data, tmp_path)
         np.testing.assert_allclose(volume, mean_pool(slices), atol=1e-6)
     conn.close()
     assert stats(index=index)["series"] == len(with_vector)
+
+
+def test_a_series_whose_images_disagree_takes_their_most_common_modality(shared_data, tmp_path):
+    """Whatever value the series held last (the file a run happened to write last, which a
+    resumed run changes), aggregation settles it from its images: the most common, ties to the
+    alphabetically first."""
+    from radsearch.storage import catalog
+
+    _copy_series(shared_data, tmp_path / "studies", reverse=False)
+    index = tmp_path / "studies.idx"
+    index_folder(tmp_path / "studies", index=index, model="hashing-tiny", workers=0)
+    conn = catalog.connect(index / CATALOG_FILE)
+    series_id = conn.execute("SELECT series_id FROM images GROUP BY series_id "
+                             "HAVING COUNT(*) >= 3 LIMIT 1").fetchone()[0]
+    first, second = (row[0] for row in conn.execute(
+        "SELECT id FROM images WHERE series_id = ? ORDER BY id LIMIT 2", (series_id,)))
+
+    def settled(last_written: str) -> str:
+        conn.execute("UPDATE series SET modality = ?, dirty = 1 WHERE id = ?", (last_written, series_id))
+        conn.commit()
+        aggregate.update_series(conn, 64)
+        return conn.execute("SELECT modality FROM series WHERE id = ?", (series_id,)).fetchone()[0]
+
+    conn.execute("UPDATE images SET modality = 'MR' WHERE series_id = ?", (series_id,))
+    conn.execute("UPDATE images SET modality = 'CT' WHERE id = ?", (first,))
+    assert settled("CT") == settled("MR") == "MR"
+    conn.execute("UPDATE images SET modality = NULL WHERE series_id = ? AND id NOT IN (?, ?)",
+                 (series_id, first, second))
+    conn.execute("UPDATE images SET modality = 'MR' WHERE id = ?", (second,))
+    assert settled("MR") == settled("CT") == "CT"
+    conn.close()

@@ -158,7 +158,7 @@ def train_drafter(towers: FrozenTowers, data: DrafterData, vocab: Vocab, model: 
     done: set[tuple[str, int]] = set()
     checkpoint = out / CHECKPOINT
     if resume and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
         if state["model"] != model.to_dict() or state["config"] != asdict(config):
             raise RadsearchError(f"{checkpoint}: from a run with other settings; use another --out "
                                  "or delete it to start again")
