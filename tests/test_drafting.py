@@ -269,3 +269,19 @@ def test_drafts_the_same_from_another_back_end(indexed: Path, tmp_path_factory, 
     here, there = (draft(STUDY_UID.format(3), index=i, k=3) for i in (indexed, index))
     assert [s.text for s in here.sentences] == [s.text for s in there.sentences]
     assert [n.score for n in here.neighbours] == pytest.approx([n.score for n in there.neighbours], abs=1e-4)
+
+
+@pytest.mark.parametrize("backend", [QDRANT_EDGE])
+def test_cli_drafts_through_the_back_end_it_is_given(indexed: Path, tmp_path_factory, backend: str,
+                                                     capfd) -> None:
+    from radsearch.indexer import index_folder
+
+    index = tmp_path_factory.mktemp("cli-backend") / "index"
+    index_folder(indexed.parent / "studies", index=index, model="hashing-tiny", workers=0, backend=backend)
+    code, out, _ = run_cli(["draft", STUDY_UID.format(3), "--index", str(index), "-k", "3",
+                            "--backend", backend, "--json"], capfd)
+    assert code == 0
+    assert json.loads(out) == draft(STUDY_UID.format(3), index=index, k=3, backend=backend).to_dict()
+    code, _, err = run_cli(["draft", STUDY_UID.format(3), "--index", str(index), "--backend", "nonsense"],
+                           capfd)
+    assert code != 0 and "nonsense" in err

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from radsearch.cli_options import IndexOpt, JsonOpt
+from radsearch.cli_options import BackendOpt, IndexOpt, JsonOpt, UrlOpt
 from radsearch.drafting._registry import DEFAULT_DRAFTER
 from radsearch.output import emit, out, say
 
@@ -19,12 +19,15 @@ def draft_command(
     drafter: Annotated[str, typer.Option("--drafter", help="See `radsearch drafters`")] = DEFAULT_DRAFTER,
     same_patient: Annotated[bool, typer.Option(
         "--same-patient", help="Let other studies of the query's patient be neighbours")] = False,
+    backend: BackendOpt = None,
+    url: UrlOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Draft a report for a study from its nearest indexed studies' reports, every sentence cited."""
     from radsearch.drafting import draft
 
-    emit(draft(query, index=index, k=k, drafter=drafter, same_patient=same_patient), json_output,
+    emit(draft(query, index=index, k=k, drafter=drafter, same_patient=same_patient,
+               backend=backend, url=url), json_output,
          _print_draft)
 
 
