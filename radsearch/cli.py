@@ -479,7 +479,9 @@ def stats(index: IndexOpt = None, backend: BackendOpt = None, url: UrlOpt = None
 
 def _print_stats(data: dict) -> None:
     for key in ("studies", "series", "images", "reports", "sentences", "failed", "skipped"):
-        out.print(f"{key:10} {data[key]}", highlight=False)
+        # None: a count only the catalog keeps, asked of a store without it.
+        count = "- (kept in the index's catalog)" if data[key] is None else data[key]
+        out.print(f"{key:10} {count}", highlight=False)
     for key, title in (("by_modality", "modality"), ("by_body_part", "body part")):
         counts = ", ".join(f"{value or '(none)'} {count}" for value, count in data[key].items())
         out.print(f"{title:10} {counts or '-'} (studies)", highlight=False, markup=False,

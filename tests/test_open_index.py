@@ -206,6 +206,10 @@ def test_show_stats_and_classify_take_the_back_end_on_the_command_line(cluster, 
         else:  # what the store holds, by the same study key
             key = "study" if args[0] == "show" else "studies"
             assert data[key] == expected[key]
+    # as a table, what only the catalog counts is said to be there, not printed as None
+    table = runner.invoke(app, ["stats", *remote])
+    assert table.exit_code == 0 and "None" not in table.output
+    assert "reports    - (kept in the index's catalog)" in table.output
     # the index's own store named again is accepted; another one is refused in one line
     ok = runner.invoke(app, ["stats", "--index", str(index), "--backend", "qdrant", "--url",
                              where["url"], "--json"])
