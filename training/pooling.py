@@ -186,11 +186,12 @@ def train_slice_pooling(
     log(f"{len(train)} train volumes, {len(dev)} dev volumes; training the pooling")
     run = fit_slice_pooling(train, heads=heads, layers=layers, max_slices=max_slices, epochs=epochs,
                             batch_size=batch_size, lr=lr, seed=seed, device=device)
-    tensors = {name: tensor for name, tensor in weights_tensors(load_weights(weights)).items()
+    source = load_weights(weights)
+    tensors = {name: tensor for name, tensor in weights_tensors(source).items()
                if not name.startswith(PREFIX)}
     path = save_weights({**tensors, **module_tensors(run.module)}, out, metadata={
         "slice_pooling_volumes": str(len(train)), "slice_pooling_epochs": str(epochs),
-    })
+    }, backbone=source.backbone)
     return {
         "weights": str(path),
         "train_volumes": len(train),

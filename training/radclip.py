@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from radsearch.encoders.towers import IMAGE_SIZE
+from radsearch.encoders.towers import DEFAULT_BACKBONE, image_size
 from radsearch.encoders.weights import (
     IMAGE_PROJECTION,
     IMAGE_TOWER_PREFIX,
@@ -41,7 +41,8 @@ from radsearch.training.train import TrainConfig
 class Recipe:
     """What learns. ``image_blocks`` / ``text_layers``: None locks the tower, 0 trains all of it,
     k > 0 trains its last k stages / transformer layers. ``views``: cached image views per training
-    image when the image tower is locked (view 0 as read, the rest augmented)."""
+    image when the image tower is locked (view 0 as read, the rest augmented). ``backbone``: the
+    image tower (``radsearch.encoders.towers.IMAGE_BACKBONES``), run at its native size."""
 
     description: str
     image_blocks: int | None = None
@@ -54,6 +55,7 @@ class Recipe:
     multi_positive: bool = False  # one case's near-identical captions are not negatives
     case_texts: bool = False  # the case's texts (manifest ``case_texts``) as extra positive texts
     caption_variants: bool = False  # rewordings of multi-sentence captions as extra positive texts
+    backbone: str = DEFAULT_BACKBONE
 
     def config(self, **overrides) -> TrainConfig:
         fields = dict(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, tower_lr=self.tower_lr,
@@ -92,7 +94,8 @@ class Prepared:
 def customise(recipe: Recipe, *, lock_image: bool | None = None, lock_text: bool | None = None,
               image_blocks: int | None = None, text_layers: int | None = None,
               views: int | None = None, multi_positive: bool | None = None,
-              case_texts: bool | None = None, caption_variants: bool | None = None) -> Recipe:
+              case_texts: bool | None = None, caption_variants: bool | None = None,
+              backbone: str | None = None) -> Recipe:
     """A recipe with command-line choices applied (None keeps the recipe's own)."""
     changes: dict = {}
     if image_blocks is not None:
@@ -107,7 +110,8 @@ def customise(recipe: Recipe, *, lock_image: bool | None = None, lock_text: bool
         unlocked = changes.get("text_layers", recipe.text_layers or 0)
         changes["text_layers"] = None if lock_text else unlocked
     for name, value in (("views", views), ("multi_positive", multi_positive),
-                        ("case_texts", case_texts), ("caption_variants", caption_variants)):
+                        ("case_texts", case_texts), ("caption_variants", caption_variants),
+                        ("backbone", backbone)):
         if value is not None:
             changes[name] = value
     return replace(recipe, **changes)
@@ -134,7 +138,8 @@ def prepare(
         + (", ".join(f"{name} {len(p)}" for name, p in dev_pairs.items()) or "none"))
 
     cache = FeatureCache(cache_dir)
-    image_tower = build_image_tower(device, recipe.image_blocks).eval()
+    size = image_size(recipe.backbone)  # before any work: an unknown backbone is refused here
+    image_tower = build_image_tower(device, recipe.image_blocks, recipe.backbone).eval()
     text_tower = build_text_tower(device, recipe.text_layers).eval()
 
     # The image tower's front stays locked in every recipe but a fully unlocked one: its output
@@ -145,9 +150,9 @@ def prepare(
     def images(pairs: list[Pair], views: int) -> dict:
         paths = [p.image for p in pairs]
         if trunk is None:
-            return {"frames": read_images(paths, IMAGE_SIZE), "augmentation": Augmentation()}
+            return {"frames": read_images(paths, size), "augmentation": Augmentation()}
         activations = image_features(
-            trunk, paths, image_size=IMAGE_SIZE, views=views,
+            trunk, paths, image_size=size, views=views,
             augmentation=Augmentation(), seed=seed, cache=cache, log=log)
         if recipe.image_blocks is not None:
             return {"image_features": activations}
@@ -197,9 +202,13 @@ def _run_locked(tower: ImageTower, activations: np.ndarray, device: str) -> np.n
     return out
 
 
-def export_weights(model: ClipModel, path: Path, metadata: dict[str, str] | None = None) -> Path:
+def export_weights(
+    model: ClipModel, path: Path, metadata: dict[str, str] | None = None,
+    backbone: str = DEFAULT_BACKBONE,
+) -> Path:
     """Write the radclip-mini weights file (``radsearch.encoders.weights``): projections, logit
-    scale, and only the tower tensors that differ from the offline pretrained ones."""
+    scale, and only the tower tensors that differ from the offline pretrained ones; the file
+    records ``backbone``, the image tower they were trained on."""
     tensors = {
         IMAGE_PROJECTION: model.image_projection.weight,
         TEXT_PROJECTION: model.text_projection.weight,
@@ -211,7 +220,7 @@ def export_weights(model: ClipModel, path: Path, metadata: dict[str, str] | None
         tower = model.text_encoder
         tensors.update(_changed(tower.model.state_dict(), tower.pretrained, TEXT_TOWER_PREFIX))
     tensors[LOGIT_SCALE] = model.logit_scale
-    return save_weights(tensors, path, metadata)
+    return save_weights(tensors, path, metadata, backbone=backbone)
 
 
 def _changed(state: dict, reference: dict, prefix: str) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ from radsearch.encoders import towers
 
 
 class ImageTower(nn.Module):
-    """uint8 ``(N, S, S)`` grayscale -> pooled EfficientNet-Lite0 features ``(N, 1280)``.
+    """uint8 ``(N, S, S)`` grayscale -> pooled EfficientNet-Lite features ``(N, 1280)``.
 
     ``trainable_blocks``: None locks the tower; 0 trains it all; k > 0 trains the last k of its
     stages (``blocks``) plus the head convolution. BatchNorm statistics stay frozen in every case:
@@ -120,9 +120,11 @@ def _copy_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().cpu().clone() for name, tensor in module.state_dict().items()}
 
 
-def build_image_tower(device: str, trainable_blocks: int | None) -> ImageTower:
+def build_image_tower(
+    device: str, trainable_blocks: int | None, backbone: str = towers.DEFAULT_BACKBONE
+) -> ImageTower:
     """The pretrained tower (no shipped deltas: training always starts from the offline weights)."""
-    return ImageTower(towers.build_image_tower(device), trainable_blocks).to(device)
+    return ImageTower(towers.build_image_tower(device, backbone=backbone), trainable_blocks).to(device)
 
 
 def build_text_tower(device: str, trainable_layers: int | None) -> TextTower:

@@ -11,7 +11,9 @@ Layout::
 
 Family ``radclip-mini``: the weights file has exactly the format of radclip-mini's shipped file
 (``weights``: both projections, optional tower replacements, slice pooling, logit scale);
-``params`` names the EfficientNet-Lite image tower and the input size. ``preprocessing`` is a
+``params`` names the EfficientNet-Lite image tower (Lite0, Lite1 or Lite2's timm architecture) and the
+input size; the weights file records the same backbone, and a checkpoint whose two disagree is
+refused. ``preprocessing`` is a
 record for people and tools; the loader rebuilds it from the family and ``params``.
 """
 
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from radsearch.encoders import _efficientnet
-from radsearch.encoders._radclip_weights import IMAGE_PROJECTION, load_weights
+from radsearch.encoders._radclip_weights import BACKBONE_KEY, IMAGE_PROJECTION, load_weights
 from radsearch.encoders._registry import CHECKPOINT_PREFIX, ModelLoadError
 from radsearch.encoders.base import RESIZE_POLICY, Encoder
 from radsearch.encoders.radclip_mini import RadClipMini
@@ -41,7 +43,8 @@ WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "MODEL_CARD.md"
 RADCLIP_MINI = "radclip-mini"
 # The image towers radclip-mini can build (``_efficientnet``); a checkpoint naming another is refused.
-IMAGE_TOWERS = (_efficientnet.ARCH,)
+IMAGE_TOWERS = tuple(b.arch for b in _efficientnet.BACKBONES.values())
+_BACKBONE_OF = {b.arch: b.name for b in _efficientnet.BACKBONES.values()}
 _IMAGE_SIZES = range(32, 1025)
 
 
@@ -50,7 +53,8 @@ class RadClipMiniCheckpoint(RadClipMini):
 
     def __init__(self, name: str, directory: Path, params: dict[str, Any], device: str) -> None:
         try:
-            super().__init__(device, weights_file=directory / WEIGHTS_FILE)
+            super().__init__(device, weights_file=directory / WEIGHTS_FILE,
+                             backbone=_BACKBONE_OF[params["image_tower"]])
         except ValueError as error:  # _radclip_weights refuses a malformed file
             raise ModelLoadError(f"{name}: {error}") from None
         self.name = name
@@ -72,7 +76,7 @@ def _radclip_mini_params(params: Mapping[str, Any]) -> dict[str, Any]:
     tower = params.get("image_tower", _efficientnet.ARCH)
     if tower not in IMAGE_TOWERS:
         raise ValueError(f"image tower {tower!r} cannot be built here (available: {', '.join(IMAGE_TOWERS)})")
-    size = params.get("image_size", _efficientnet.IMAGE_SIZE)
+    size = params.get("image_size", _efficientnet.BACKBONES[_BACKBONE_OF[tower]].image_size)
     if not isinstance(size, int) or isinstance(size, bool) or size not in _IMAGE_SIZES:
         raise ValueError(f"image_size must be an int from 32 to 1024, got {size!r}")
     return {"image_tower": tower, "image_size": size}
@@ -101,8 +105,8 @@ def save_checkpoint(
     ``source``: a radclip-mini encoder (its weights are saved) or the tensors of radclip-mini's
     weights file format (``image_projection.weight``, ``text_projection.weight``, optional
     ``image_tower.*``, ``text_tower.*``, ``slice_pooling.*``, ``logit_scale``). ``params``:
-    ``image_tower`` (default and, for now, only ``tf_efficientnet_lite0``) and ``image_size``
-    (default: the encoder's, else 224). ``card``: the MODEL_CARD.md text. An existing checkpoint
+    ``image_tower`` (``tf_efficientnet_lite0``, the default, ``-lite1`` or ``-lite2``; an encoder's
+    own by default) and ``image_size`` (default: the encoder's, else the tower's native size). ``card``: the MODEL_CARD.md text. An existing checkpoint
     in ``directory`` is replaced (the config is written last, so a torn write fails to load);
     a non-empty folder that is not one is refused.
     """
@@ -111,7 +115,7 @@ def save_checkpoint(
 
     if isinstance(source, RadClipMini):
         tensors = weights_tensors(source._weights)
-        params = {"image_size": source.image_size, **(params or {})}
+        params = {"image_tower": source.backbone.arch, "image_size": source.image_size, **(params or {})}
     elif isinstance(source, Mapping):
         tensors = dict(source)
     else:
@@ -129,9 +133,10 @@ def save_checkpoint(
     # Copies: safetensors refuses tensors that share memory, and the caller's stay untouched.
     tensors = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in tensors.items()}
     staged = directory / f".{WEIGHTS_FILE}.tmp"
-    save_file(tensors, str(staged))
+    backbone = _BACKBONE_OF[params["image_tower"]]
+    save_file(tensors, str(staged), metadata={BACKBONE_KEY: backbone})
     try:
-        weights = load_weights(staged)  # the encoder's own reader checks names and shapes
+        weights = load_weights(staged, backbone)  # the encoder's own reader checks names and shapes
     except ValueError as error:
         staged.unlink()
         raise ValueError(str(error).replace(str(staged), "checkpoint weights")) from None

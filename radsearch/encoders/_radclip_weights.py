@@ -12,12 +12,18 @@ exists, it is used instead. Its format (read with ``safetensors.torch.load_file`
   ``slice_pooling.py``); without it, series are pooled by the plain mean;
 - optionally ``logit_scale``: a scalar, the log of the learned inverse temperature (cosine * exp of
   it = the logits the model was trained with); it does not change any embedding.
+
+The header's metadata key ``image_backbone`` names the image tower the file was trained on
+(``efficientnet-lite0``, ``-lite1`` or ``-lite2``, see ``_efficientnet``); a file without it (the
+first shipped files) is Lite0's. The tower deltas and projections only make sense on that backbone
+(Lite1's last stage even has Lite0's shapes), so it decides which tower runs the file, and a reader
+that expects another backbone refuses the file.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +42,8 @@ PROJECTION_SHAPES = {IMAGE_PROJECTION: (512, 1280), TEXT_PROJECTION: (512, 384)}
 IMAGE_TOWER_PREFIX = "image_tower."
 TEXT_TOWER_PREFIX = "text_tower."
 LOGIT_SCALE = "logit_scale"
+BACKBONE_KEY = "image_backbone"  # in the safetensors header's metadata
+DEFAULT_BACKBONE = "efficientnet-lite0"
 
 _SEED = 20240917
 # The orthogonal init goes through LAPACK's QR, whose last bits may differ between BLAS builds and
@@ -52,6 +60,7 @@ class RadClipWeights:
     source: str  # the file they came from, or "initial"
     slice_pooling: dict[str, torch.Tensor] = field(default_factory=dict)  # empty: mean pooling
     logit_scale: float | None = None  # log inverse temperature, when the file has one
+    backbone: str = DEFAULT_BACKBONE  # the image tower the file was trained on
 
 
 def initial_projections() -> dict[str, np.ndarray]:
@@ -71,14 +80,28 @@ def initial_weights() -> RadClipWeights:
     return RadClipWeights(initial_projections(), {}, {}, "initial")
 
 
-def load_weights(path: Path | None = None) -> RadClipWeights:
-    """Weights from ``path``; by default the shipped file when present, else the initial ones."""
+def load_weights(path: Path | None = None, backbone: str | None = None) -> RadClipWeights:
+    """Weights from ``path``; by default the shipped file when present, else the initial ones.
+
+    ``backbone``: the image backbone the caller will run; a file recorded for another is refused
+    (ValueError), as is a file naming a backbone radsearch does not know.
+    """
     if path is None:
         if not WEIGHTS_FILE.exists():
-            return initial_weights()
+            weights = initial_weights()
+            return weights if backbone is None else replace(weights, backbone=backbone)
         path = WEIGHTS_FILE
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
+    from radsearch.encoders._efficientnet import BACKBONES  # here: that module imports this one
+
+    with safe_open(str(path), "pt") as handle:
+        recorded = (handle.metadata() or {}).get(BACKBONE_KEY, DEFAULT_BACKBONE)
+    if recorded not in BACKBONES:
+        raise ValueError(f"{path}: image backbone {recorded!r} is not one of {', '.join(BACKBONES)}")
+    if backbone is not None and recorded != backbone:
+        raise ValueError(f"{path} was trained on {recorded}, not {backbone}")
     tensors = load_file(str(path))
     projections = {}
     for name, shape in PROJECTION_SHAPES.items():
@@ -101,7 +124,7 @@ def load_weights(path: Path | None = None) -> RadClipWeights:
     return RadClipWeights(
         projections, towers[IMAGE_TOWER_PREFIX], towers[TEXT_TOWER_PREFIX], str(path),
         slice_pooling=towers[SLICE_POOLING_PREFIX],
-        logit_scale=None if logit_scale is None else float(logit_scale),
+        logit_scale=None if logit_scale is None else float(logit_scale), backbone=recorded,
     )
 
 

@@ -1,6 +1,7 @@
 """``radclip-mini``: a CLIP-style pair of real pretrained towers projected into one 512-d space.
 
-Image tower: ImageNet EfficientNet-Lite0 (1280-d pooled features, see ``_efficientnet``). Text tower:
+Image tower: ImageNet EfficientNet-Lite0 (1280-d pooled features, see ``_efficientnet``), or the
+Lite1 / Lite2 a weights file records (at their native 240 / 260 px input). Text tower:
 all-MiniLM-L6-v2 (384-d). Both load offline from pip packages, lazily, on first use: indexing
 images never loads the text tower, a text search never loads the image tower. torch, timm and
 sentence-transformers are imported only here, inside methods, so ``import radsearch.encoders``
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from dataclasses import replace
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +21,7 @@ import numpy as np
 
 from radsearch.encoders import _efficientnet, _minilm, _text_runtime
 from radsearch.encoders._radclip_weights import (
+    DEFAULT_BACKBONE,
     IMAGE_PROJECTION,
     TEXT_PROJECTION,
     digest_tensors,
@@ -60,12 +63,20 @@ class RadClipMini(Encoder):
         untrained: bool = False,
         batch_size: int = 32,
         text_runtime: str | None = None,
+        backbone: str | None = None,
     ) -> None:
-        """``text_runtime``: auto | onnx | torch (see ``_text_runtime``; default: the environment)."""
+        """``text_runtime``: auto | onnx | torch (see ``_text_runtime``; default: the environment).
+        ``backbone``: the image backbone expected (a weights file of another is refused); by
+        default the one the weights file records."""
         self.device = device
         self.text_runtime = text_runtime
         self.batch_size = batch_size
-        self._weights = initial_weights() if untrained else load_weights(weights_file)
+        if untrained:
+            self._weights = replace(initial_weights(), backbone=backbone or DEFAULT_BACKBONE)
+        else:
+            self._weights = load_weights(weights_file, backbone)
+        self.backbone = _efficientnet.backbone(self._weights.backbone)
+        self.image_size = self.backbone.image_size
         if untrained:
             self.name = UNTRAINED_NAME
         self._lock = threading.Lock()
@@ -81,7 +92,8 @@ class RadClipMini(Encoder):
     def image_tower(self) -> torch.nn.Module:
         with self._lock:
             if self._image_tower is None:
-                self._image_tower = _efficientnet.build_image_tower(self._weights.image_tower, self.device)
+                self._image_tower = _efficientnet.build_image_tower(
+                    self._weights.image_tower, self.device, self.backbone)
             return self._image_tower
 
     @property
@@ -186,8 +198,9 @@ class RadClipMini(Encoder):
 
     def weights_hash(self) -> str:
         if self._hash is None:
-            digest = hashlib.sha256(f"radclip-mini/v1 image={_efficientnet.ARCH}\n".encode())
-            digest.update(f"image_tower_file {file_sha256(str(_efficientnet.weights_path()))}\n".encode())
+            # Lite0's line is the one every index built so far was hashed with.
+            digest = hashlib.sha256(f"radclip-mini/v1 image={self.backbone.arch}\n".encode())
+            digest.update(f"image_tower_file {file_sha256(str(self.backbone.weights_path()))}\n".encode())
             for path in _minilm.model_files():
                 digest.update(f"text_tower_file {path.name} {file_sha256(str(path))}\n".encode())
             tensors = {

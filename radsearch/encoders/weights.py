@@ -11,6 +11,10 @@ A safetensors file (never pickle) holding, by name:
 - optionally ``logit_scale``: a scalar, the log of the learned inverse temperature; it changes no
   embedding.
 
+Its header's metadata records the image backbone (``image_backbone``: ``efficientnet-lite0``, the
+default, ``-lite1`` or ``-lite2``; absent means Lite0): the model runs a file on the tower it was
+trained on, and ``load_weights(path, backbone=...)`` refuses a file of another backbone.
+
 ``save_weights`` stores projections and tower tensors as float16 (a small file to ship), pooling
 tensors and the scale as float32. ``create_model("radclip-mini", pretrained=path)`` runs a file;
 ``load_weights`` reads and checks one.
@@ -28,6 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from radsearch.encoders._radclip_weights import (
+    BACKBONE_KEY,
+    DEFAULT_BACKBONE,
     IMAGE_PROJECTION,
     IMAGE_TOWER_PREFIX,
     LOGIT_SCALE,
@@ -46,6 +52,8 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "BACKBONE_KEY",
+    "DEFAULT_BACKBONE",
     "IMAGE_PROJECTION",
     "IMAGE_TOWER_PREFIX",
     "LOGIT_SCALE",
@@ -80,13 +88,18 @@ def weights_tensors(weights: RadClipWeights) -> dict[str, torch.Tensor]:
 
 
 def save_weights(
-    tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str] | None = None
+    tensors: Mapping[str, torch.Tensor],
+    path: str | Path,
+    metadata: Mapping[str, str] | None = None,
+    *,
+    backbone: str = DEFAULT_BACKBONE,
 ) -> Path:
     """Write ``tensors`` (named as in the format) to the weights file ``path``; returns the path.
 
     The file is checked by ``load_weights`` before it replaces ``path`` (a malformed set of tensors
     raises ValueError and leaves ``path`` as it was). ``metadata``: strings kept in the file's
-    header (recipe, epochs, scores). Readable by all: a file to share or ship, not a secret.
+    header (recipe, epochs, scores). ``backbone``: the image backbone the tensors were trained on,
+    recorded in the header. Readable by all: a file to share or ship, not a secret.
     """
     import torch
     from safetensors.torch import save_file
@@ -105,9 +118,9 @@ def save_weights(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staged = path.with_name(f".{path.name}.tmp")
-    save_file(out, str(staged), metadata=dict(metadata) if metadata else None)
+    save_file(out, str(staged), metadata={**(metadata or {}), BACKBONE_KEY: backbone})
     try:
-        load_weights(staged)
+        load_weights(staged, backbone)
     except ValueError as error:
         staged.unlink()
         raise ValueError(str(error).replace(str(staged), str(path))) from None
