@@ -12,11 +12,12 @@ import torch
 from PIL import Image
 
 from radsearch.drafting.adapter_decoding import BeamSettings, beam_search, blocked_tokens, repeats_trigram
-from radsearch.drafting.adapter_drafter import generate, load_adapter_drafter
+from radsearch.drafting.adapter_drafter import generate, load_adapter_drafter, supported_lines
 from radsearch.drafting.adapter_inputs import encode_reports, neighbour_batch, prefix_inputs
 from radsearch.drafting.adapter_model import AdapterDrafterNet, Cache
 from radsearch.drafting.adapter_towers import FrozenTowers, pad_ids
 from radsearch.drafting.adapter_vocab import Vocab
+from radsearch.drafting.base import DraftLine
 from radsearch.errors import RadsearchError
 from radsearch.training.drafter_data import build_data
 from radsearch.training.drafter_train import DrafterTrainConfig, model_config, train_drafter
@@ -228,6 +229,20 @@ def test_a_trained_run_drafts_and_holds_only_trainable_weights(tiny_run):
     text = generate(drafter.net, towers, vocab, grids, nb, BeamSettings(beam=2, max_len=24))
     assert text and text == generate(drafter.net, towers, vocab, grids, nb,
                                      BeamSettings(beam=2, max_len=24))
+
+
+def test_finding_constraint_drops_only_sentences_stating_findings_no_neighbour_states():
+    lines = [DraftLine("findings", "Axial CT shows a large mass in the right lung."),
+             DraftLine("findings", "Axial CT of the chest."),
+             DraftLine("findings", "There is a pleural effusion.")]
+    kept = supported_lines(lines, ["Small left pleural effusion.", "No acute abnormality."])
+    assert [line.text for line in kept] == ["Axial CT of the chest.", "There is a pleural effusion."]
+    assert supported_lines(lines[:1], ["No acute abnormality."]) == lines[:1]  # never empty
+
+
+def test_decoding_settings_of_a_file_without_the_constraint_load_it_off():
+    assert BeamSettings(**{"beam": 3, "max_len": 64, "length_penalty": 1.0,
+                           "block_trigrams": True}).neighbour_findings is False
 
 
 def test_a_run_refuses_other_towers(tiny_run):

@@ -22,6 +22,9 @@ class BeamSettings:
     max_len: int = 64  # tokens, BOS and EOS included
     length_penalty: float = 1.0  # score / length ** this (0: raw sum of log-probs)
     block_trigrams: bool = True
+    # Finding-aware constraint (after decoding): drop a written sentence that states a finding none of
+    # the neighbour reports the decoder read states; off unless chosen on dev.
+    neighbour_findings: bool = False
 
 
 def repeats_trigram(tokens: Sequence[int], token: int) -> bool:

@@ -22,7 +22,9 @@ from radsearch.drafting.adapter_towers import FrozenTowers
 from radsearch.drafting.adapter_vocab import Vocab
 from radsearch.drafting.adapter_weights import DrafterWeights, load_weights
 from radsearch.drafting.base import DraftLine, Drafter, Neighbour, ReportSource
+from radsearch.drafting.findings import positive_findings
 from radsearch.drafting.text import report_body
+from radsearch.drafting.vocabulary import NO_FINDING
 from radsearch.encoders.base import Encoder
 from radsearch.errors import RadsearchError
 from radsearch.reports import PREAMBLE, report_sentences
@@ -54,9 +56,17 @@ def generate(net: AdapterDrafterNet, towers: FrozenTowers, vocab: Vocab, grids: 
         return net(rows, states, classes, classes == Vocab.PAD, cache, offset, last_only=True)[:, -1]
 
     settings = BeamSettings(beam.beam, min(beam.max_len, config.max_len), beam.length_penalty,
-                            beam.block_trigrams)
+                            beam.block_trigrams, beam.neighbour_findings)
     classes = beam_search(step, vocab.bos, vocab.eos, settings, banned=(Vocab.PAD, Vocab.UNK, vocab.bos))
     return towers.tokenizer.decode(vocab.tower(classes), skip_special_tokens=True).strip()
+
+
+def supported_lines(lines: list[DraftLine], neighbour_reports: Sequence[str]) -> list[DraftLine]:
+    """The lines stating no finding that none of ``neighbour_reports`` states; every line when none
+    would be left (a draft is never empty)."""
+    stated = set().union(*map(positive_findings, neighbour_reports))
+    kept = [line for line in lines if positive_findings(line.text) - {NO_FINDING} <= stated]
+    return kept or lines
 
 
 def draft_lines(text: str) -> list[DraftLine]:
@@ -101,8 +111,12 @@ class AdapterDrafter(Drafter):
         grids = towers.image_grids(pixels[None])
         reports = encode_reports(towers, [report_body(n.report) for n in neighbours],
                                  self.weights.config.neighbour_tokens)
-        return draft_lines(generate(self.net, towers, self.weights.vocab, grids, reports,
-                                    self.weights.beam))
+        lines = draft_lines(generate(self.net, towers, self.weights.vocab, grids, reports,
+                                     self.weights.beam))
+        if self.weights.beam.neighbour_findings:
+            read = neighbours[:self.weights.config.k]  # those the decoder read
+            lines = supported_lines(lines, [report_body(n.report) for n in read])
+        return lines
 
 
 def load_adapter_drafter(ref: str | Path, device: str = "cpu") -> AdapterDrafter:
