@@ -14,7 +14,7 @@ from radsearch import runs
 from radsearch.diskspace import disk_full_named
 from radsearch.encoders import DEFAULT_MODEL, create_model
 from radsearch.errors import RadsearchError
-from radsearch.index_handle import backend_spec
+from radsearch.index_handle import backend_spec, resolve_index_path
 from radsearch.indexer.dicomweb import DicomwebSource, is_dicomweb
 from radsearch.indexer.dimse import DimseSource, is_dimse
 from radsearch.indexer.pacs_source import PacsQuery, PacsSource, PacsUnavailable
@@ -32,7 +32,7 @@ from radsearch.indexer.summary import IndexSummary, Progress
 from radsearch.indexer.worker import ReadOutcome
 from radsearch.pacs_fetch import record_address
 from radsearch.reading import CtWindow, parse_ct_windows
-from radsearch.storage.store import Store, default_index_path
+from radsearch.storage.store import Store
 
 
 def is_pacs_address(source: str) -> bool:
@@ -85,7 +85,7 @@ def index_pacs(
     if prune and query.filtered:
         raise RadsearchError("--prune removes what the PACS no longer holds, so it needs the whole "
                              "archive: leave out --since, --modality and --study")
-    index = Path(index) if index is not None else default_index_path()
+    index = resolve_index_path(index)
     source = open_source(address, concurrency=concurrency, attempts=attempts, backoff_s=backoff_s)
     try:
         with clock.stage("discover"):

@@ -20,7 +20,7 @@ from radsearch import runs
 from radsearch.diskspace import disk_full_named
 from radsearch.encoders import DEFAULT_MODEL, create_model
 from radsearch.errors import RadsearchError
-from radsearch.index_handle import backend_spec
+from radsearch.index_handle import backend_spec, resolve_index_path
 from radsearch.indexer.discover import Shard, ShardFilter, check_root, discover
 from radsearch.indexer.plan import plan_run
 from radsearch.indexer.runner import StageClock, finish_run, run_batches
@@ -36,7 +36,7 @@ from radsearch.indexer.stages import (
 from radsearch.indexer.summary import IndexSummary, Progress
 from radsearch.reading import CtWindow, parse_ct_windows
 from radsearch.reports import load_reports_csv
-from radsearch.storage.store import Store, default_index_path
+from radsearch.storage.store import Store
 
 
 def index_folder(
@@ -75,7 +75,7 @@ def index_folder(
     """
     started, started_at = time.perf_counter(), time.time()
     clock = StageClock()
-    index = Path(index) if index is not None else default_index_path()
+    index = resolve_index_path(index)
     root = Path(os.path.abspath(root))
     check_root(root)  # a typo is refused before the index is opened: nothing of it is recorded
     if group_by is not None and reports is None:

@@ -77,9 +77,10 @@ def feature_status(feature: Feature) -> FeatureStatus:
 
 
 def index_status(index: Path | None = None) -> IndexStatus:
-    from radsearch.storage.store import CATALOG_FILE, default_index_path
+    from radsearch.index_handle import resolve_index_path
+    from radsearch.storage.store import CATALOG_FILE
 
-    path = Path(index) if index is not None else default_index_path()
+    path = resolve_index_path(index)
     if not (path / CATALOG_FILE).exists():
         return IndexStatus(str(path), exists=False)
     from radsearch.studies import stats

@@ -144,9 +144,10 @@ def check_index(index: Path | None = None, *, repair: bool = False) -> CheckRepo
     re-reads every file (a ``--reports`` CSV must be given again); a damaged or out-of-step
     embedded store is rebuilt from the catalog at once; leftover temporary files are removed.
     """
-    from radsearch.storage.store import CATALOG_FILE, Store, _lock_folder, _recorded_spec, default_index_path
+    from radsearch.index_handle import resolve_index_path
+    from radsearch.storage.store import CATALOG_FILE, Store, _lock_folder, _recorded_spec
 
-    path = Path(index) if index is not None else default_index_path()
+    path = resolve_index_path(index)
     catalog_path = path / CATALOG_FILE
     if not catalog_path.exists():
         raise IndexNotFoundError(f"{path}: no radsearch index here (run `radsearch index` first)")

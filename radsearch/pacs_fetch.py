@@ -26,7 +26,8 @@ from pathlib import Path
 from radsearch.errors import RadsearchError
 from radsearch.pacs_cache import InstanceCache
 from radsearch.storage import catalog
-from radsearch.storage.store import Store, default_index_path
+from radsearch.index_handle import resolve_index_path
+from radsearch.storage.store import Store
 
 SCHEMES = ("dicomweb://", "dimse://")
 _ADDRESS = "pacs.address:"  # + a source's root -> the address it was indexed from
@@ -183,7 +184,7 @@ _fetchers_lock = threading.Lock()
 def fetcher(index: Path | None = None) -> PacsFetcher:
     """This process's fetcher for ``index`` (the default index if None): what it found in the PACS
     is kept between calls, so a viewer paging through a series lists its study once."""
-    path = str(Path(index) if index is not None else default_index_path())
+    path = str(resolve_index_path(index))
     with _fetchers_lock:
         if path not in _fetchers:
             _fetchers[path] = PacsFetcher(Path(path))
