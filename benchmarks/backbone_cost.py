@@ -107,7 +107,8 @@ def main() -> None:
 
     for name in names:
         size = encoders[name].image_size
-        print(f"| {name} | {size} px | {loads[name]:.1f} | {statistics.median(read_s[name]) * 1000:.0f} "
+        print(f"| {name} | {size} px | {loads[name]:.1f} "
+              f"| {statistics.median(read_s[name]) * 1000:.0f} "
               f"| {statistics.median(encode_s[name]) * 1000:.0f} | {rate(name, False):.1f} "
               f"| {rate(name, True):.1f} | {statistics.median(query_ms[name]):.2f} "
               f"| {rate(name, True) / rate(base, True):.2f}x ({rate(name, False) / rate(base, False):.2f}x "

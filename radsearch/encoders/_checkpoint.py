@@ -106,9 +106,10 @@ def save_checkpoint(
     weights file format (``image_projection.weight``, ``text_projection.weight``, optional
     ``image_tower.*``, ``text_tower.*``, ``slice_pooling.*``, ``logit_scale``). ``params``:
     ``image_tower`` (``tf_efficientnet_lite0``, the default, ``-lite1`` or ``-lite2``; an encoder's
-    own by default) and ``image_size`` (default: the encoder's, else the tower's native size). ``card``: the MODEL_CARD.md text. An existing checkpoint
-    in ``directory`` is replaced (the config is written last, so a torn write fails to load);
-    a non-empty folder that is not one is refused.
+    own by default) and ``image_size`` (default: the encoder's, else the tower's native size).
+    ``card``: the MODEL_CARD.md text. An existing checkpoint in ``directory`` is replaced (the
+    config is written last, so a torn write fails to load); a non-empty folder that is not one is
+    refused.
     """
     import torch
     from safetensors.torch import save_file
