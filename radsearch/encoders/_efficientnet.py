@@ -21,7 +21,8 @@ two photos scikit-learn ships, ``china.jpg`` and ``flower.jpg``, full 1000-class
   but top-1 "daisy" 92% against 58%, a palace/temple class for china.jpg 83% against 71%, and
   BatchNorm input statistics closer on average over all layers, for about 5% lower throughput.
   Lite1 and Lite2 use the ``tf_`` architectures for the same reason (same checkpoints' origin);
-  ``tests/test_backbones.py`` checks that each classifies the flower photo as "daisy".
+  ``tests/test_backbones.py`` checks that each names the palace in ``china.jpg`` (on ``flower.jpg``
+  both lean to "honeycomb" over "daisy", so that photo is not their check).
 """
 
 from __future__ import annotations

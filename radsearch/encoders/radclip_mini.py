@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
