@@ -1,6 +1,7 @@
 """Index and query cost of radclip-mini's image backbones, EfficientNet-Lite0 / Lite1 / Lite2, in one run.
 
     python benchmarks/backbone_cost.py [--images DIR] [--batches 4] [--rounds 5] [--threads 1]
+    python benchmarks/backbone_cost.py --weights OLD.safetensors radsearch/model_weights/radclip-mini.safetensors
 
 Index cost: images/s over batches of 32 real images, each read by radsearch's own reader at the
 backbone's native size (224 / 240 / 260 px) and embedded, the reading and the encoding timed
@@ -8,8 +9,10 @@ apart. Query cost: ms per one-caption text query (the text tower is MiniLM for a
 runtime is the one this machine picks, ONNX Runtime when installed). Each backbone runs as the
 untrained composite on it (``RadClipMini(untrained=True, backbone=...)``): cost depends on the
 architecture, not on the values of the tensors, so a trained file of the same backbone costs the
-same. The backbones alternate within every round (the machine's load hits them alike); medians
-over the rounds are printed, with each one's ratio to Lite0. Skips with a message when the images
+same. ``--weights`` compares trained radclip-mini files instead (each on the backbone its header
+records; the first is the reference), e.g. the shipped model against an earlier one. The models
+alternate within every round (the machine's load hits them alike); medians
+over the rounds are printed, with each one's ratio to the first (Lite0). Skips with a message when the images
 (the project's shared data, ``../shared/data``) or a backbone's package are absent.
 """
 
@@ -42,6 +45,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--queries", type=int, default=20, help="text queries per backbone and round")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: one core)")
+    parser.add_argument("--weights", type=Path, nargs="+", help="radclip-mini weights files to compare "
+                        "instead of the untrained backbones (the first is the reference)")
     args = parser.parse_args()
 
     import torch
@@ -56,13 +61,17 @@ def main() -> None:
     if len(files) < args.batches * BATCH:
         raise SystemExit(f"skipped: {args.batches * BATCH} images needed in {args.images}, "
                          f"found {len(files)} (the project's shared data)")
-    names = [b.name for b in _efficientnet.BACKBONES.values()
-             if importlib.util.find_spec(b.distribution.replace("-", "_"))]
-    missing = sorted(set(_efficientnet.BACKBONES) - set(names))
-    if missing:
-        print(f"left out (package not installed, pip install 'radsearch[backbones]'): {', '.join(missing)}")
-
-    encoders = {name: RadClipMini(untrained=True, backbone=name) for name in names}
+    if args.weights:
+        encoders = {f"{path.name} ({_efficientnet_name(path)})": RadClipMini(weights_file=path)
+                    for path in args.weights}
+    else:
+        available = [b.name for b in _efficientnet.BACKBONES.values()
+                     if importlib.util.find_spec(b.distribution.replace("-", "_"))]
+        missing = sorted(set(_efficientnet.BACKBONES) - set(available))
+        if missing:
+            print(f"left out (package not installed, pip install 'radsearch[backbones]'): {', '.join(missing)}")
+        encoders = {name: RadClipMini(untrained=True, backbone=name) for name in available}
+    names = list(encoders)
     loads = {}
     for name, encoder in encoders.items():  # load and warm up outside the timed rounds
         start = time.perf_counter()
@@ -93,11 +102,11 @@ def main() -> None:
                 query_ms[name].append((time.perf_counter() - began) * 1000)
 
     runtime = type(encoders[names[0]]._text_runtime()[0]).__name__
-    print(f"{len(files)} images from {args.images}, batches of {BATCH}; {args.rounds} rounds, backbones "
+    print(f"{len(files)} images from {args.images}, batches of {BATCH}; {args.rounds} rounds, models "
           f"alternating; torch {torch.__version__}, {torch.get_num_threads()} thread(s); text runtime "
           f"{runtime}; medians over batches / queries")
-    print("| backbone | input | load + warm-up s | read ms/batch | encode ms/batch | images/s encode "
-          "| images/s read + encode | text query ms | vs Lite0: images/s (read + encode) | query ms |")
+    print("| model | input | load + warm-up s | read ms/batch | encode ms/batch | images/s encode "
+          "| images/s read + encode | text query ms | vs the first: images/s (read + encode) | query ms |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     base = names[0]
 
@@ -113,6 +122,12 @@ def main() -> None:
               f"| {rate(name, True):.1f} | {statistics.median(query_ms[name]):.2f} "
               f"| {rate(name, True) / rate(base, True):.2f}x ({rate(name, False) / rate(base, False):.2f}x "
               f"encode only) | {statistics.median(query_ms[name]) / statistics.median(query_ms[base]):.2f}x |")
+
+
+def _efficientnet_name(path: Path) -> str:
+    from radsearch.encoders.weights import load_weights
+
+    return load_weights(path).backbone
 
 
 if __name__ == "__main__":

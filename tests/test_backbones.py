@@ -1,4 +1,4 @@
-"""radclip-mini's image backbones: EfficientNet-Lite0 (default), Lite1 and Lite2 from their pip
+"""radclip-mini's image backbones: EfficientNet-Lite0 (default), Lite1 (shipped) and Lite2 from their pip
 packages, mapped onto timm, and weights files that record which one they were trained on."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from radsearch.encoders import ModelLoadError, create_model
 from radsearch.encoders import _efficientnet
@@ -17,6 +18,7 @@ from radsearch.encoders.radclip_mini import RadClipMini
 from radsearch.encoders.towers import IMAGE_BACKBONES, image_size
 from radsearch.encoders.weights import (
     BACKBONE_KEY,
+    WEIGHTS_FILE,
     initial_weights,
     load_weights,
     save_weights,
@@ -102,8 +104,12 @@ def test_a_weights_file_records_its_backbone_and_is_refused_by_another(tmp_path:
     assert _stored_backbone(lite0) == "efficientnet-lite0"
     with pytest.raises(ValueError, match="trained on efficientnet-lite0, not efficientnet-lite1"):
         load_weights(lite0, "efficientnet-lite1")
-    # The files shipped before the key existed are Lite0's.
-    assert load_weights().backbone == "efficientnet-lite0"
+    # A file without the key (those shipped before it existed) is Lite0's; the shipped one is Lite1's.
+    with safe_open(str(lite0), "pt") as handle:
+        save_file({k: handle.get_tensor(k) for k in handle.keys()}, str(tmp_path / "bare.safetensors"))
+    assert _stored_backbone(tmp_path / "bare.safetensors") is None
+    assert load_weights(tmp_path / "bare.safetensors").backbone == "efficientnet-lite0"
+    assert load_weights().backbone == "efficientnet-lite1"
 
     with pytest.raises(ValueError, match=r"image backbone 'resnet50' is not one of efficientnet-lite0"):
         save_weights(tensors, tmp_path / "other.safetensors", backbone="resnet50")
@@ -128,8 +134,6 @@ def test_the_model_runs_a_file_on_the_backbone_it_records(tmp_path: Path) -> Non
 
 
 def test_a_file_naming_an_unknown_backbone_is_refused_in_one_line(tmp_path: Path) -> None:
-    from safetensors.torch import save_file
-
     path = tmp_path / "w.safetensors"
     tensors = {name: t.to(torch.float16) for name, t in weights_tensors(initial_weights()).items()}
     save_file(tensors, str(path), metadata={BACKBONE_KEY: "efficientnet-lite9"})
@@ -156,3 +160,28 @@ def test_a_checkpoint_keeps_its_backbone_and_refuses_a_config_naming_another(tmp
     (folder / CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match="trained on efficientnet-lite1, not efficientnet-lite0"):
         load_checkpoint(folder)
+
+
+def test_an_index_built_with_a_weights_file_reopens_with_that_file(tmp_path: Path) -> None:
+    """The index records the model by name and reopens it by that name: a radclip-mini run on
+    another weights file is named by the file, so search, similar and draft load the same model."""
+    from PIL import Image
+
+    from radsearch.index_handle import open_index
+    from radsearch.indexer import index_folder
+
+    path = save_weights(weights_tensors(initial_weights()), tmp_path / "run.safetensors")
+    named = create_model(f"radclip-mini@{path}")
+    assert named.describe()["name"] == f"radclip-mini@{path.resolve()}"
+    assert create_model(named.describe()["name"]).weights_hash() == named.weights_hash()
+    assert create_model("radclip-mini").describe()["name"] == "radclip-mini"
+    assert create_model("radclip-mini", pretrained=str(WEIGHTS_FILE)).describe()["name"] == "radclip-mini"
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((32, 32), 60 * i + 40, np.uint8)).save(studies / f"{i}.png")
+    index_folder(studies, index=tmp_path / "index", model=f"radclip-mini@{path}", workers=0)
+    with open_index(tmp_path / "index") as index:
+        assert index.encoder.weights_hash() == named.weights_hash() != create_model("radclip-mini").weights_hash()
+        assert len(index.search("a chest radiograph", k=2).hits) == 2

