@@ -6,7 +6,7 @@
 
 Builds one index per back end (and FAISS index kind: ``auto`` is what radsearch picks at this
 size, IVF-SQ8 with re-ranking from 50,000 vectors; ``flat`` is exact) whose ``studies`` collection holds synthetic
-study vectors, written through the Store and back-end API (the image indexer would take hours), then
+study vectors, written into the catalog as the indexer writes it and synced by the store (the image indexer would take hours), then
 times label queries with the default model's text encoder (radclip-mini):
 
 - search: ``query_backend`` on an open index with the prompts embedded (what a long-lived process
@@ -37,8 +37,9 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from radsearch.storage.backends import BackendSpec, Point  # noqa: E402
-from radsearch.storage.payloads import study_point_id  # noqa: E402
+from radsearch.indexer import writer  # noqa: E402
+from radsearch.storage import catalog  # noqa: E402
+from radsearch.storage.backends import BackendSpec  # noqa: E402
 from radsearch.encoders import DEFAULT_MODEL, create_model  # noqa: E402
 from radsearch.encoders.base import l2_normalise  # noqa: E402
 from radsearch.filters import Filters  # noqa: E402
@@ -143,21 +144,39 @@ def _unit(vector: np.ndarray) -> np.ndarray:
 
 
 def build(path: Path, kind: str, index_kind: str, encoder, vectors, cards) -> float:
-    """A fresh index at ``path`` whose back end holds the study vectors; seconds taken."""
+    """A fresh index at ``path`` holding the study vectors, written as `radsearch index` writes one
+    (catalog rows for each study, its series, file and image, its study vector), then brought into
+    the back end by the store's own catch-up; seconds taken."""
     shutil.rmtree(path, ignore_errors=True)
     options = {"faiss_index": index_kind} if kind == "faiss" else {}
     started = time.perf_counter()
-    spec = BackendSpec(kind, None, options)
-    with Store.open_for_writing(path, encoder.describe(), spec) as store:
-        backend = store.backend
-        backend.create_collection("studies", encoder.dim)
+    with Store.open_for_writing(path, encoder.describe(), BackendSpec(kind, None, options)) as store:
+        conn = store.conn
         for start in range(0, len(cards), BATCH):
-            backend.upsert("studies", [
-                Point(study_point_id(card["study"]), vector, card)
-                for card, vector in zip(cards[start : start + BATCH],
-                                        vectors[start : start + BATCH])])
-        backend.persist()
+            with catalog.transaction(conn):
+                for card, vector in zip(cards[start : start + BATCH], vectors[start : start + BATCH]):
+                    _put_study(conn, card, vector)
+        with catalog.transaction(conn):
+            conn.execute("UPDATE series SET dirty = 0")
+            conn.execute("UPDATE studies SET dirty = 0")
+        store.sync_backend(("studies",))
     return time.perf_counter() - started
+
+
+def _put_study(conn, card: dict, vector: np.ndarray) -> None:
+    study = writer.put_study(conn, card["study"], study_date=card["study_date"])
+    modality, body_part = card["modality"][0], card["body_part"][0]
+    series = writer.put_series(conn, f"{card['study']}/1", study,
+                               {"modality": modality, "body_part": body_part})
+    path = card["preview"][0]["path"]
+    file_id = conn.execute(
+        "INSERT INTO files(path, dir, size, mtime_ns, sha256, kind, status, indexed_at) "
+        "VALUES (?, ?, 0, 0, ?, 'dicom', 'indexed', 0)",
+        (path, path.rsplit("/", 1)[0], hashlib.sha256(path.encode()).hexdigest())).lastrowid
+    conn.execute(
+        "INSERT INTO images(file_id, series_id, study_id, frame, modality, body_part, study_date) "
+        "VALUES (?, ?, ?, 0, ?, ?, ?)", (file_id, series, study, modality, body_part, card["study_date"]))
+    writer.put_vector(conn, "studies", study, vector)
 
 
 # -- timing -----------------------------------------------------------------------------------
