@@ -153,3 +153,28 @@ def test_the_writer_sees_its_own_commits(tmp_path, shared_data):
             writer.put_vector(store.conn, "images", image, query)
         top = store.backend.search("images", query, 1)[0]
         assert top.id == last.id and top.score > 0.999
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivfsq"])
+def test_an_index_is_written_with_each_approximate_faiss_kind(kind, tmp_path):
+    """HNSW over the vector file keeps SQ8 codes, trained like IVF's lists before the first add:
+    `radsearch index --backend-opt faiss_index=hnsw` once failed there."""
+    from PIL import Image
+
+    root = tmp_path / "studies"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(root / f"{i:02d}.png")
+    index = tmp_path / "index"
+    options = {"faiss_index": kind, "faiss_params": {"nlist": 4, "nprobe": 4}} if kind == "ivfsq" else {
+        "faiss_index": kind}
+    summary = index_folder(root, index=index, model=TINY, workers=0, backend="faiss",
+                           backend_options=options)
+    assert summary.images == 40
+    with Store.open_for_reading(index) as store:
+        assert CatalogBackend(store.conn, index / "faiss", store.dim, read_only=True).recorded_choice(
+            "images").kind == kind
+        ids, _, vectors = _reference(store.conn, "images", store.dim)
+        hits = store.backend.search("images", vectors[7], 3)
+        assert hits[0].id == ids[7] and hits[0].score == pytest.approx(1.0, abs=1e-3)

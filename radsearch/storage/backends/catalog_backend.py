@@ -259,8 +259,8 @@ class CatalogBackend(Backend):
         """A new index of ``ids``, their vectors read a chunk at a time."""
         index = FaissIndex(self.dim, choice, device=self.device, search_params=self.index_params,
                            vectors_of=self._reader(name))
-        if choice.kind in TRAINED_KINDS and len(ids):
-            sample = np.sort(training_sample(ids, choice.params["nlist"]))
+        if len(ids) and not index.trained:  # IVF's k-means and codebooks, or HNSW codes' SQ8 ranges
+            sample = np.sort(training_sample(ids, choice.params.get("nlist", 1)))
             index.train(self._vectors(sample, name))
         for start in range(0, len(ids), 50_000):
             chunk = ids[start : start + 50_000]

@@ -192,7 +192,7 @@ class FaissIndex:
         if len(ids) == 0:
             return
         if not self.trained:
-            raise RadsearchError("an IVF index must be built from its vectors before adding to it")
+            raise RadsearchError("a FAISS index of codes (IVF, or HNSW's SQ8) must be trained before adding to it")
         self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
                                 np.ascontiguousarray(ids, dtype=np.int64))
         self._gpu_index = None
