@@ -62,7 +62,7 @@ def main() -> None:
         raise SystemExit(f"skipped: {args.batches * BATCH} images needed in {args.images}, "
                          f"found {len(files)} (the project's shared data)")
     if args.weights:
-        encoders = {f"{path.name} ({_efficientnet_name(path)})": RadClipMini(weights_file=path)
+        encoders = {f"{path.name} ({_backbone_of(path)})": RadClipMini(weights_file=path)
                     for path in args.weights}
     else:
         available = [b.name for b in _efficientnet.BACKBONES.values()
@@ -124,7 +124,7 @@ def main() -> None:
               f"encode only) | {statistics.median(query_ms[name]) / statistics.median(query_ms[base]):.2f}x |")
 
 
-def _efficientnet_name(path: Path) -> str:
+def _backbone_of(path: Path) -> str:
     from radsearch.encoders.weights import load_weights
 
     return load_weights(path).backbone

@@ -230,9 +230,9 @@ def _create_with_weights(device: str, path: Path) -> Encoder:
         encoder = RadClipMini(device, weights_file=path)
     except (ValueError, SafetensorError) as error:  # a file not in the format
         raise ModelLoadError(f"{RadClipMini.name}@{path}: {error}") from None
-    if Path(path).resolve() != WEIGHTS_FILE:
+    if path.resolve() != WEIGHTS_FILE:
         # An index records the model's name and reopens it by that name: it must name the file.
-        encoder.name = f"{RadClipMini.name}@{Path(path).resolve()}"
+        encoder.name = f"{RadClipMini.name}@{path.resolve()}"
     return encoder
 
 
