@@ -178,3 +178,32 @@ def test_an_index_is_written_with_each_approximate_faiss_kind(kind, tmp_path):
         ids, _, vectors = _reference(store.conn, "images", store.dim)
         hits = store.backend.search("images", vectors[7], 3)
         assert hits[0].id == ids[7] and hits[0].score == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_kept_selection_is_dropped_when_the_catalog_changes(tmp_path):
+    """A reader keeps its last filter selection for the count and search of one query; a writer's
+    commit in between makes it select again."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    root = tmp_path / "studies"
+    (root / "a").mkdir(parents=True)
+    shutil.copy(get_testdata_file("CT_small.dcm"), root / "a" / "ct.dcm")
+    index = tmp_path / "index"
+    index_folder(root, index=index, model=TINY, workers=0)
+    ct = PointFilter.build(any_of={"modality": ["CT"]})
+    with Store.open_for_reading(index) as store:
+        reader = CatalogBackend(store.conn, index / "faiss", store.dim, read_only=True)
+        query = np.ones(store.dim, np.float32) / np.sqrt(store.dim)
+        assert reader.count("studies", ct) == 1 and len(reader.search("studies", query, 10, ct)) == 1
+
+        other = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        other.StudyInstanceUID, other.SeriesInstanceUID = generate_uid(), generate_uid()
+        other.SOPInstanceUID = other.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        (root / "b").mkdir()
+        other.save_as(root / "b" / "ct.dcm")
+        index_folder(root, index=index, model=TINY, workers=0)  # another connection commits
+
+        assert reader.count("studies", ct) == 2
+        assert len(reader.search("studies", query, 10, ct)) == 2
