@@ -38,6 +38,7 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from radsearch.indexer import writer  # noqa: E402
+from radsearch.indexer.discover import FoundFile  # noqa: E402
 from radsearch.storage import catalog  # noqa: E402
 from radsearch.storage.backends import BackendSpec  # noqa: E402
 from radsearch.encoders import DEFAULT_MODEL, create_model  # noqa: E402
@@ -169,10 +170,8 @@ def _put_study(conn, card: dict, vector: np.ndarray) -> None:
     series = writer.put_series(conn, f"{card['study']}/1", study,
                                {"modality": modality, "body_part": body_part})
     path = card["preview"][0]["path"]
-    file_id = conn.execute(
-        "INSERT INTO files(path, dir, size, mtime_ns, sha256, kind, status, indexed_at) "
-        "VALUES (?, ?, 0, 0, ?, 'dicom', 'indexed', 0)",
-        (path, path.rsplit("/", 1)[0], hashlib.sha256(path.encode()).hexdigest())).lastrowid
+    file_id = writer.put_file(conn, FoundFile(path, path.rsplit("/", 1)[0], 0, 0, "dicom"),
+                              status="indexed", sha256=hashlib.sha256(path.encode()).hexdigest())
     conn.execute(
         "INSERT INTO images(file_id, series_id, study_id, frame, modality, body_part, study_date) "
         "VALUES (?, ?, ?, 0, ?, ?, ?)", (file_id, series, study, modality, body_part, card["study_date"]))

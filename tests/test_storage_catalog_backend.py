@@ -1,6 +1,7 @@
 """The faiss back end of an index answers from the catalog itself: every search, count and fetch
 equals the contract's reference semantics (exact search; ``PointFilter.matches`` on the payloads the
-catalog's rows make), under every kind of filter, in every collection, with flat and IVF indexes."""
+catalog's rows make), under every kind of filter, in every collection, with flat and IVF indexes;
+an index written with each approximate kind, and the filter selection a reader keeps."""
 
 from __future__ import annotations
 

@@ -230,9 +230,10 @@ def _create_with_weights(device: str, path: Path) -> Encoder:
         encoder = RadClipMini(device, weights_file=path)
     except (ValueError, SafetensorError) as error:  # a file not in the format
         raise ModelLoadError(f"{RadClipMini.name}@{path}: {error}") from None
-    if path.resolve() != WEIGHTS_FILE:
+    resolved = path.resolve()
+    if resolved != WEIGHTS_FILE:
         # An index records the model's name and reopens it by that name: it must name the file.
-        encoder.name = f"{RadClipMini.name}@{path.resolve()}"
+        encoder.name = f"{RadClipMini.name}@{resolved}"
     return encoder
 
 
